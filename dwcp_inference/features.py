@@ -1,0 +1,255 @@
+"""Feature engineering from raw domain samples, driven by a model version's metadata.
+
+This is the one place that turns raw fields (bandwidth_mbps, link_type, a payload sample...) into model inputs.
+The training jobs call it to build their matrices and the server calls it on every request, so the two can never
+disagree. Raw inputs are columns: a dict from field name to an array of shape [N] (one row per item) or [N, W]
+(a window per item). Numeric columns are float64, categorical ones arrays of str.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+Columns = Mapping[str, np.ndarray]
+
+TRANSFORMS = ("identity", "log", "log1p", "sin", "cos", "one_hot")
+LOG_FLOOR = 1e-9  # "log" is ln(max(x, LOG_FLOOR)): for fractions spanning decades, such as packet loss
+
+
+class FeatureError(ValueError):
+    """A raw input that the model cannot take. `field` names it as the caller sent it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class RawField:
+    """A raw domain field that callers send, with the range the model accepts."""
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+    vocabulary: tuple[str, ...] = ()  # non-empty for a categorical field
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.vocabulary:
+            d["vocabulary"] = list(self.vocabulary)
+        else:
+            d["min"], d["max"] = self.min, self.max
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RawField":
+        return cls(d["name"], d.get("min"), d.get("max"), tuple(d.get("vocabulary", ())))
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input column (or, for one_hot, one per vocabulary entry), computed from one raw field.
+
+    transform: identity, log (ln of x floored at LOG_FLOOR), log1p (x -> ln(1 + x)), sin/cos (cyclic, with `period`), one_hot (with `vocabulary`).
+    Numeric features are then standardised with `mean` and `std` (fitted on training data).
+    """
+
+    name: str
+    source: str
+    transform: str = "identity"
+    period: float | None = None
+    vocabulary: tuple[str, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return len(self.vocabulary) if self.transform == "one_hot" else 1
+
+    @property
+    def column_names(self) -> list[str]:
+        if self.transform == "one_hot":
+            return [f"{self.name}={v}" for v in self.vocabulary]
+        return [self.name]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "source": self.source, "transform": self.transform}
+        if self.period is not None:
+            d["period"] = self.period
+        if self.transform == "one_hot":
+            d["vocabulary"] = list(self.vocabulary)
+        else:
+            d["mean"], d["std"] = self.mean, self.std
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Feature":
+        f = cls(d["name"], d["source"], d.get("transform", "identity"), d.get("period"),
+                tuple(d.get("vocabulary", ())), float(d.get("mean", 0.0)), float(d.get("std", 1.0)))
+        if f.transform not in TRANSFORMS:
+            raise ValueError(f"feature {f.name}: unknown transform {f.transform!r}, expected one of {TRANSFORMS}")
+        if f.transform in ("sin", "cos") and not f.period:
+            raise ValueError(f"feature {f.name}: transform {f.transform} needs a period")
+        if f.transform == "one_hot" and not f.vocabulary:
+            raise ValueError(f"feature {f.name}: one_hot needs a vocabulary")
+        if f.transform != "one_hot" and not f.std > 0:
+            raise ValueError(f"feature {f.name}: std must be > 0, got {f.std}")
+        return f
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model output in domain units: y = inverse_transform(output * std + mean), clipped to [min, max]."""
+
+    name: str
+    transform: str = "identity"  # identity, log or log1p
+    mean: float = 0.0
+    std: float = 1.0
+    min: float | None = None
+    max: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "transform": self.transform, "mean": self.mean, "std": self.std,
+                "min": self.min, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Target":
+        return cls(d["name"], d.get("transform", "identity"), float(d.get("mean", 0.0)), float(d.get("std", 1.0)),
+                   d.get("min"), d.get("max"))
+
+
+def validate_raw(fields: list[RawField], columns: Columns) -> None:
+    """Raise FeatureError naming the first raw field that is missing, non-finite, out of range or unknown."""
+    for f in fields:
+        if f.name not in columns:
+            raise FeatureError(f.name, "missing")
+        col = columns[f.name]
+        if f.vocabulary:
+            unknown = sorted(set(np.asarray(col).ravel().tolist()) - set(f.vocabulary))
+            if unknown:
+                raise FeatureError(f.name, f"unknown value {unknown[0]!r}, expected one of {list(f.vocabulary)}")
+            continue
+        col = np.asarray(col, dtype=np.float64)
+        if not np.all(np.isfinite(col)):
+            raise FeatureError(f.name, f"must be finite, got {_first(col, ~np.isfinite(col))}")
+        if f.min is not None and np.any(col < f.min):
+            raise FeatureError(f.name, f"must be >= {f.min:g}, got {_first(col, col < f.min):g}")
+        if f.max is not None and np.any(col > f.max):
+            raise FeatureError(f.name, f"must be <= {f.max:g}, got {_first(col, col > f.max):g}")
+
+
+def _first(col: np.ndarray, mask: np.ndarray) -> float:
+    return float(col[mask].ravel()[0])
+
+
+def transform(features: list[Feature], columns: Columns) -> np.ndarray:
+    """Model input matrix of shape [*column_shape, sum(widths)], float32."""
+    parts = [_one(f, columns[f.source]) for f in features]
+    return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+def _one(f: Feature, col: np.ndarray) -> np.ndarray:
+    if f.transform == "one_hot":
+        col = np.asarray(col)
+        return np.stack([(col == v) for v in f.vocabulary], axis=-1).astype(np.float64)
+    x = _unscaled(f, np.asarray(col, dtype=np.float64))
+    return ((x - f.mean) / f.std)[..., None]
+
+
+def _unscaled(f: Feature, x: np.ndarray) -> np.ndarray:
+    if f.transform == "log1p":
+        return np.log1p(np.maximum(x, 0.0))
+    if f.transform == "log":
+        return np.log(np.maximum(x, LOG_FLOOR))
+    if f.transform == "sin":
+        return np.sin(2 * math.pi * x / f.period)
+    if f.transform == "cos":
+        return np.cos(2 * math.pi * x / f.period)
+    return x
+
+
+def fit_scaling(features: list[Feature], columns: Columns) -> list[Feature]:
+    """The same features with mean and std fitted on `columns` (training data only)."""
+    fitted = []
+    for f in features:
+        if f.transform == "one_hot":
+            fitted.append(f)
+            continue
+        x = _unscaled(f, np.asarray(columns[f.source], dtype=np.float64))
+        std = float(x.std())
+        fitted.append(Feature(f.name, f.source, f.transform, f.period, f.vocabulary, float(x.mean()),
+                              std if std > 1e-9 else 1.0))
+    return fitted
+
+
+def encode_targets(targets: list[Target], columns: Columns) -> np.ndarray:
+    """Scaled training targets, shape [N, len(targets)]."""
+    out = []
+    for t in targets:
+        y = np.asarray(columns[t.name], dtype=np.float64)
+        y = _unscaled(Feature(t.name, t.name, t.transform), y)
+        out.append((y - t.mean) / t.std)
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+def fit_targets(targets: list[Target], columns: Columns) -> list[Target]:
+    fitted = []
+    for t in targets:
+        y = np.asarray(columns[t.name], dtype=np.float64)
+        y = _unscaled(Feature(t.name, t.name, t.transform), y)
+        std = float(y.std())
+        fitted.append(Target(t.name, t.transform, float(y.mean()), std if std > 1e-9 else 1.0, t.min, t.max))
+    return fitted
+
+
+def decode_targets(targets: list[Target], outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Model outputs [N, len(targets)] back to domain units, clipped to each target's range."""
+    result = {}
+    for i, t in enumerate(targets):
+        y = outputs[:, i].astype(np.float64) * t.std + t.mean
+        if t.transform == "log1p":
+            y = np.expm1(y)
+        elif t.transform == "log":
+            y = np.exp(y)
+        result[t.name] = np.clip(y, t.min if t.min is not None else -np.inf, t.max if t.max is not None else np.inf)
+    return result
+
+
+# ------------------------------------------------------------------ payload traits (compression selector)
+
+SAMPLE_LIMIT = 64 * 1024  # bytes of a payload sample that are read
+
+
+def byte_entropy(sample: bytes) -> float:
+    """Shannon entropy of the byte distribution, 0..8 bits per byte."""
+    data = np.frombuffer(sample[:SAMPLE_LIMIT], dtype=np.uint8)
+    if data.size == 0:
+        return 0.0
+    p = np.bincount(data, minlength=256) / data.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def sample_ratio(sample: bytes) -> float:
+    """Compressed/original size of the sample under zlib level 1: a cheap compressibility probe."""
+    data = sample[:SAMPLE_LIMIT]
+    if not data:
+        return 1.0
+    return len(zlib.compress(data, 1)) / len(data)
+
+
+@dataclass
+class PayloadTraits:
+    size_bytes: float
+    entropy: float
+    ratio: float
+
+    @classmethod
+    def from_sample(cls, size_bytes: float, sample: bytes) -> "PayloadTraits":
+        return cls(size_bytes, byte_entropy(sample), sample_ratio(sample))
+

@@ -1,0 +1,142 @@
+"""The metadata.json that sits beside every model.onnx: written by export, read by the server.
+
+It carries everything needed to serve a version without the training code: tensor specs, the raw fields and
+their accepted ranges, the ordered feature spec with its scaling, output targets, the decision rule and its
+thresholds, held-out metrics, provenance, the sha256 of model.onnx and test vectors to verify it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import MODEL_KINDS
+from .features import Feature, RawField, Target
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+MODEL_FILE = "model.onnx"
+
+
+class MetadataError(ValueError):
+    """metadata.json is missing, unreadable or does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]  # None is a dynamic axis (the batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+
+@dataclass
+class ModelMetadata:
+    name: str
+    version: str
+    framework: dict[str, str]            # {"name": "torch", "version": "2.5.1"}
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    raw_fields: list[RawField]
+    features: list[Feature]
+    window: int                          # samples per item for sequence models, 0 otherwise
+    targets: list[Target]                # regression outputs in domain units (bandwidth only)
+    decision: dict[str, Any]             # the kind's decision rule: thresholds, choices, severity bands...
+    metrics: dict[str, Any]              # held-out metrics, the baselines beside them, the targets met
+    training: dict[str, Any]             # provenance: data fingerprint, command, seed, rows, created_at
+    sha256: str = ""
+    test_vectors: list[dict[str, Any]] = field(default_factory=list)
+    tolerance: float = 1e-4              # absolute, for test vectors and parity
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c for f in self.features for c in f.column_names]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "version": self.version,
+            "framework": self.framework,
+            "opset": self.opset,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "raw_fields": [f.to_dict() for f in self.raw_fields],
+            "features": [f.to_dict() for f in self.features],
+            "feature_names": self.feature_names,
+            "window": self.window,
+            "targets": [t.to_dict() for t in self.targets],
+            "decision": self.decision,
+            "metrics": self.metrics,
+            "training": self.training,
+            "sha256": self.sha256,
+            "tolerance": self.tolerance,
+            "test_vectors": self.test_vectors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelMetadata":
+        if not isinstance(d, dict):
+            raise MetadataError("metadata must be a JSON object")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise MetadataError(f"schema_version {d.get('schema_version')!r} is not supported "
+                                f"(this server reads {SCHEMA_VERSION})")
+        try:
+            meta = cls(
+                name=str(d["name"]), version=str(d["version"]), framework=dict(d["framework"]),
+                opset=int(d["opset"]),
+                inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
+                outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
+                raw_fields=[RawField.from_dict(f) for f in d["raw_fields"]],
+                features=[Feature.from_dict(f) for f in d["features"]],
+                window=int(d["window"]),
+                targets=[Target.from_dict(t) for t in d.get("targets", [])],
+                decision=dict(d["decision"]), metrics=dict(d.get("metrics", {})),
+                training=dict(d.get("training", {})), sha256=str(d["sha256"]),
+                test_vectors=list(d.get("test_vectors", [])), tolerance=float(d.get("tolerance", 1e-4)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MetadataError(f"invalid metadata: {type(e).__name__}: {e}") from e
+        if meta.name not in MODEL_KINDS:
+            raise MetadataError(f"unknown model name {meta.name!r}, expected one of {list(MODEL_KINDS)}")
+        if not meta.inputs or not meta.outputs:
+            raise MetadataError("inputs and outputs must not be empty")
+        sources = {f.name for f in meta.raw_fields}
+        missing = [f.source for f in meta.features if f.source not in sources]
+        if missing:
+            raise MetadataError(f"features read raw fields that are not declared: {missing}")
+        return meta
+
+
+def read(version_dir: Path) -> ModelMetadata:
+    path = Path(version_dir) / METADATA_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise MetadataError(f"{METADATA_FILE} is missing") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise MetadataError(f"{METADATA_FILE} is unreadable: {e}") from e
+    return ModelMetadata.from_dict(data)
+
+
+def write(version_dir: Path, meta: ModelMetadata) -> None:
+    (Path(version_dir) / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

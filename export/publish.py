@@ -1,0 +1,101 @@
+"""Publish a model version into a repository: parity-checked, self-describing, and never half-written.
+
+Protocol (docs/repository.md): everything is written into `<repo>/<model>/.staging-<random>/`, which the server
+ignores, and then renamed to `<repo>/<model>/<version>/` in one rename on the same file system. A version
+directory that exists is therefore complete. Versions are integers; a new one is one more than the highest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from dwcp_inference import metadata as md
+from dwcp_inference.metadata import ModelMetadata, TensorSpec
+
+from .onnx_export import output_specs
+
+MIN_PARITY_INPUTS = 256
+TEST_VECTORS = 4
+
+
+class ParityError(AssertionError):
+    """onnxruntime and the framework disagree beyond the tolerance."""
+
+
+def run_onnx(onnx_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x})))
+
+
+def check_parity(onnx_out: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], tolerance: float,
+                 exact: Sequence[str] = ()) -> dict[str, Any]:
+    """Compare onnxruntime outputs with the framework's on the same inputs. `exact` outputs (labels,
+    decisions) must be identical; the rest within `tolerance`, absolute. Returns the figures."""
+    report: dict[str, Any] = {}
+    for name, ref in reference.items():
+        got = np.asarray(onnx_out[name]).reshape(np.shape(ref))
+        if name in exact:
+            mismatches = int(np.sum(got != ref))
+            report[name] = {"mismatches": mismatches}
+            if mismatches:
+                raise ParityError(f"{name}: {mismatches} of {len(ref)} decisions differ")
+        else:
+            err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.size(ref) else 0.0
+            report[name] = {"max_abs_error": err}
+            if not err <= tolerance:
+                raise ParityError(f"{name}: max abs error {err:.3g} > tolerance {tolerance:.3g}")
+    return report
+
+
+def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: np.ndarray,
+            reference: Mapping[str, np.ndarray], exact: Sequence[str] = ()) -> Path:
+    """Check parity on held-out inputs, complete the metadata (tensor specs, sha256, test vectors, version)
+    and publish. Returns the version directory."""
+    if len(parity_inputs) < MIN_PARITY_INPUTS:
+        raise ValueError(f"parity needs at least {MIN_PARITY_INPUTS} held-out inputs, got {len(parity_inputs)}")
+    onnx_out = run_onnx(onnx_bytes, parity_inputs)
+    parity = check_parity(onnx_out, reference, meta.tolerance, exact)
+    inputs, outputs = output_specs(onnx_bytes)
+    meta.inputs = [TensorSpec.from_dict(t) for t in inputs]
+    meta.outputs = [TensorSpec.from_dict(t) for t in outputs]
+    meta.metrics["parity"] = {"inputs": int(len(parity_inputs)), "tolerance": meta.tolerance, **parity}
+    meta.test_vectors = [{"input": parity_inputs[i].tolist(),
+                          "outputs": {k: np.asarray(v[i]).tolist() for k, v in onnx_out.items()}}
+                         for i in range(TEST_VECTORS)]
+
+    model_dir = Path(repo) / meta.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        (staging / md.MODEL_FILE).write_bytes(onnx_bytes)
+        meta.sha256 = md.sha256_file(staging / md.MODEL_FILE)
+        while True:
+            meta.version = str(next_version(model_dir))
+            md.write(staging, meta)
+            for f in staging.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            try:
+                os.rename(staging, model_dir / meta.version)
+                break
+            except OSError:  # another publisher took this number first
+                if not (model_dir / meta.version).exists():
+                    raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return model_dir / meta.version
+
+
+def next_version(model_dir: Path) -> int:
+    numbers = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=0) + 1

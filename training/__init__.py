@@ -1,0 +1,1 @@
+"""Offline training jobs: one module per model, each seeded and reproducible, each ending in export."""

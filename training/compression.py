@@ -1,0 +1,130 @@
+"""Compression selector: an MLP over link state and cheap payload traits picks the codec and level with the
+least effective transfer time. Labels come from the oracle in data/payloads.py (real compression ratios).
+Evaluated on payloads it never saw against always-none, always-zstd-3 and DWCP's link-type heuristic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dwcp_inference.features import Feature, PayloadTraits, RawField, fit_scaling, transform
+from dwcp_inference.metadata import ModelMetadata
+
+from .common import provenance, seed_everything, take
+from .data.generators import LINK_TYPES
+from .data.payloads import CODECS, chunk_ratios, goodput_mbps, random_links, synthetic_chunks, transfer_seconds
+from .evaluation import table
+
+NAME = "compression_selector"
+SAMPLE_BYTES = 4096  # the payload sample callers are asked to send (docs/api.md)
+RAW_FIELDS = [
+    RawField("throughput_mbps", 0.0, 1e7), RawField("rtt_ms", 0.0, 1e5), RawField("packet_loss", 0.0, 1.0),
+    RawField("link_type", vocabulary=LINK_TYPES), RawField("size_bytes", 1.0, 1e13),
+    RawField("payload_entropy", 0.0, 8.0), RawField("payload_ratio", 0.0, 2.0),
+]
+FEATURES = [
+    Feature("throughput", "throughput_mbps", "log1p"), Feature("rtt", "rtt_ms", "log1p"),
+    Feature("loss", "packet_loss", "log"), Feature("link_type", "link_type", "one_hot", vocabulary=LINK_TYPES),
+    Feature("size", "size_bytes", "log1p"), Feature("entropy", "payload_entropy"),
+    Feature("ratio", "payload_ratio"),
+]
+CHOICES = [{"codec": c.name, "level": c.level} for c in CODECS]
+HEURISTIC = {"dc": "none", "metro": "lz4", "wan": "zstd-3", "edge": "zstd-9"}  # DWCP's rule of thumb
+
+
+def choice_name(c: dict[str, Any]) -> str:
+    return c["codec"] if c["codec"] in ("none", "lz4") else f"{c['codec']}-{c['level']}"
+
+
+def generate(rows: int = 20000, chunks: int = 160, seed: int = 0) -> dict[str, np.ndarray]:
+    """Rows of (link, payload) with the payload's traits, the time of every choice and the label."""
+    rng = np.random.default_rng(seed)
+    pool = synthetic_chunks(chunks, seed)
+    ratios = chunk_ratios(pool)
+    traits = [PayloadTraits.from_sample(len(c), c[:SAMPLE_BYTES]) for c in pool]
+    cols = random_links(rows, rng)
+    chunk = rng.integers(0, len(pool), rows)
+    cols["chunk"] = chunk
+    cols["size_bytes"] = np.exp(rng.uniform(np.log(1024), np.log(16 << 20), rows)).round()
+    cols["payload_entropy"] = np.array([traits[i].entropy for i in chunk])
+    cols["payload_ratio"] = np.array([traits[i].ratio for i in chunk])
+    seconds = transfer_seconds(cols["size_bytes"], ratios[chunk],
+                               goodput_mbps(cols["throughput_mbps"], cols["rtt_ms"], cols["packet_loss"]))
+    cols["seconds"] = seconds
+    cols["best_choice"] = seconds.argmin(axis=1)
+    return cols
+
+
+def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
+    """How much effective throughput a policy loses against the oracle: 1 - best_time / picked_time."""
+    best = seconds.min(axis=1)
+    chosen = seconds[np.arange(len(picked)), picked]
+    loss = 1 - best / chosen
+    return {"accuracy": float(np.mean(chosen <= best)), "throughput_regret_pct": float(np.mean(loss) * 100),
+            "p95_regret_pct": float(np.percentile(loss, 95) * 100)}
+
+
+def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
+          hidden: int = 64, quiet: bool = False) -> dict[str, Any]:
+    import torch
+
+    from dwcp_inference.export import onnx_export, publish
+
+    from .loop import fit, predict
+    from .models import CompressionMLP, Probabilities
+
+    seed_everything(seed)
+    # Split by payload: the test set holds payload chunks the model never saw.
+    groups = np.unique(columns["chunk"])
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    n = len(groups)
+    split = np.select([np.isin(columns["chunk"], groups[: int(n * 0.7)]),
+                       np.isin(columns["chunk"], groups[int(n * 0.7): int(n * 0.85)])], [0, 1], 2)
+    features = fit_scaling(FEATURES, take(columns, split == 0))
+    x = torch.from_numpy(transform(features, columns))
+    y = torch.from_numpy(columns["best_choice"].astype(np.int64))
+    parts = [torch.from_numpy(np.flatnonzero(split == i)) for i in range(3)]
+    # The loss is the expected share of throughput lost against the oracle under the model's probabilities
+    # (what we are judged on), plus a little cross-entropy to keep the probabilities calibrated.
+    cost = torch.from_numpy((1 - columns["seconds"].min(axis=1, keepdims=True) / columns["seconds"])
+                            .astype(np.float32))
+    model = CompressionMLP(x.shape[1], len(CHOICES), hidden)
+    ce = torch.nn.CrossEntropyLoss()
+
+    def loss(m: torch.nn.Module, b: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        logits = m(b[0])
+        return (torch.softmax(logits, -1) * b[2]).sum(-1).mean() + 0.1 * ce(logits, b[1])
+
+    summary = fit(model, loss, (x[parts[0]], y[parts[0]], cost[parts[0]]),
+                  (x[parts[1]], y[parts[1]], cost[parts[1]]), epochs=epochs, seed=seed, name=NAME)
+    probs = Probabilities(model).eval()
+
+    test = parts[2].numpy()
+    seconds = columns["seconds"][test]
+    names = [choice_name(c) for c in CHOICES]
+    rows = {"mlp (ours)": regret(seconds, predict(probs, x[parts[2]]).numpy().argmax(1)),
+            "always none": regret(seconds, np.zeros(len(test), int)),
+            "always zstd-3": regret(seconds, np.full(len(test), names.index("zstd-3"))),
+            "dwcp heuristic": regret(seconds, np.array([names.index(HEURISTIC[t])
+                                                        for t in columns["link_type"][test]]))}
+    report = table(f"{NAME}: held-out ({len(test)} rows on unseen payloads)", rows,
+                   ["accuracy", "throughput_regret_pct", "p95_regret_pct"])
+    if not quiet:
+        print(report, flush=True)
+    best_baseline = min(v["throughput_regret_pct"] for k, v in rows.items() if k != "mlp (ours)")
+    meta = ModelMetadata(
+        name=NAME, version="", framework={"name": "torch", "version": torch.__version__}, opset=onnx_export.OPSET,
+        inputs=[], outputs=[], raw_fields=RAW_FIELDS, features=features, window=0, targets=[],
+        decision={"choices": CHOICES, "sample_bytes": SAMPLE_BYTES,
+                  "rule": "the choice with the highest probability of being fastest"},
+        metrics={"test": rows, "baselines_beaten": rows["mlp (ours)"]["throughput_regret_pct"] < best_baseline,
+                 "training": summary, "report": report},
+        training=provenance(columns, source, seed, len(y)), tolerance=1e-5)
+    held_out = x[parts[2]][:512]
+    onnx_bytes = onnx_export.from_torch(probs, held_out[:2], "features", ["probabilities"])
+    reference = {"probabilities": predict(probs, held_out).numpy()}
+    version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}

@@ -1,0 +1,86 @@
+"""Consensus-latency detector: an LSTM autoencoder learns normal windows of consensus metrics; a window it
+reconstructs badly is a high-latency episode. The threshold maximises validation accuracy; the test set is
+judged against a static threshold on p99 latency chosen the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dwcp_inference.features import Feature, RawField, fit_scaling, transform
+from dwcp_inference.metadata import ModelMetadata
+
+from .common import provenance, seed_everything, take, time_split
+from .data.generators import CONSENSUS_ANOMALIES, CONSENSUS_TYPES, DWCP_MODES, NETWORK_TIERS
+from .evaluation import best_accuracy_threshold, detection, table
+
+NAME = "consensus_latency"
+WINDOW = 20
+TARGET_ACCURACY = 0.98
+_COUNTS = ("queue_depth", "proposals_pending", "proposals_committed", "leader_changes", "quorum_size",
+           "active_nodes")
+_LATENCIES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+RAW_FIELDS = [RawField(f, 0.0, 1e9) for f in (*_COUNTS, *_LATENCIES)] + [
+    RawField("network_tier", vocabulary=NETWORK_TIERS), RawField("dwcp_mode", vocabulary=DWCP_MODES),
+    RawField("consensus_type", vocabulary=CONSENSUS_TYPES)]
+FEATURES = [Feature(f, f, "log1p") for f in (*_COUNTS, *_LATENCIES)] + [
+    Feature("network_tier", "network_tier", "one_hot", vocabulary=NETWORK_TIERS),
+    Feature("dwcp_mode", "dwcp_mode", "one_hot", vocabulary=DWCP_MODES),
+    Feature("consensus_type", "consensus_type", "one_hot", vocabulary=CONSENSUS_TYPES)]
+
+
+def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
+          hidden: int = 32, quiet: bool = False) -> dict[str, Any]:
+    import torch
+
+    from dwcp_inference.export import onnx_export, publish
+
+    from .loop import fit, predict
+    from .models import LSTMAutoencoder, ReconstructionErrors
+
+    seed_everything(seed)
+    y = np.asarray(columns["is_anomaly"]).astype(int)
+    tr, va, te = time_split(len(y))
+    train_normal = np.flatnonzero(y[tr] == 0)
+    features = fit_scaling(FEATURES, take(columns, train_normal))
+    x = torch.from_numpy(transform(features, {k: v for k, v in columns.items() if np.ndim(v) == 2}))
+    model = LSTMAutoencoder(x.shape[-1], hidden)
+    mse = torch.nn.MSELoss()
+    val_normal = torch.from_numpy(np.arange(va.start, va.stop)[y[va] == 0])
+    summary = fit(model, lambda m, b: mse(m(b[0]), b[0]), (x[torch.from_numpy(train_normal)],),
+                  (x[val_normal],), epochs=epochs, seed=seed, name=NAME)
+    scorer = ReconstructionErrors(model).eval()
+    scores = predict(scorer, x)[0].numpy()
+    threshold = best_accuracy_threshold(scores[va], y[va])
+
+    # Baseline: a static threshold on the window's highest p99 latency, chosen on validation the same way.
+    p99 = np.asarray(columns["latency_p99_ms"]).max(axis=1)
+    static = best_accuracy_threshold(p99[va], y[va])
+    rows = {"lstm autoencoder (ours)": detection(y[te], scores[te] >= threshold),
+            "static p99 threshold": detection(y[te], p99[te] >= static)}
+    kinds = np.asarray(columns.get("anomaly_kind", np.full(len(y), "")))[te]
+    for kind in CONSENSUS_ANOMALIES:
+        sel = kinds == kind
+        if sel.any():
+            rows["lstm autoencoder (ours)"][f"recall_{kind}"] = float(np.mean(scores[te][sel] >= threshold))
+    report = table(f"{NAME}: held-out (last 15% in time, {te.stop - te.start} windows)", rows,
+                   ["accuracy", "recall", "precision", "fpr", *[f"recall_{k}" for k in CONSENSUS_ANOMALIES]])
+    if not quiet:
+        print(report, flush=True)
+    ours = rows["lstm autoencoder (ours)"]
+    meta = ModelMetadata(
+        name=NAME, version="", framework={"name": "torch", "version": torch.__version__}, opset=onnx_export.OPSET,
+        inputs=[], outputs=[], raw_fields=RAW_FIELDS, features=features, window=WINDOW, targets=[],
+        decision={"threshold": threshold, "score_output": "score", "errors_output": "feature_errors",
+                  "rule": "high latency when the mean squared reconstruction error >= threshold"},
+        metrics={"test": rows, "training": summary, "report": report,
+                 "targets": {"accuracy": TARGET_ACCURACY, "met": ours["accuracy"] >= TARGET_ACCURACY}},
+        training=provenance(columns, source, seed, len(y)), tolerance=1e-4)
+    held_out = x[te.start:te.start + 512]
+    onnx_bytes = onnx_export.from_torch(scorer, held_out[:2], "window", ["score", "feature_errors"])
+    score, errors = predict(scorer, held_out)
+    version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(),
+                                  {"score": score.numpy(), "feature_errors": errors.numpy()})
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}

@@ -1,0 +1,82 @@
+"""Held-out metrics and the simple baselines each model must beat, and a table a person can read."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+
+def mape(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean absolute percentage error, in percent, over rows with y > 0."""
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    ok = y > 1e-9
+    return float(np.mean(np.abs(pred[ok] - y[ok]) / y[ok]) * 100)
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, float) - np.asarray(y, float)) ** 2)))
+
+
+def bandwidth_baselines(windows: np.ndarray) -> dict[str, np.ndarray]:
+    """Next-interval bandwidth from a window of past values [N, W], as operators would guess it."""
+    last5 = windows[:, -5:]
+    return {
+        "last_value": windows[:, -1],
+        "moving_average": windows.mean(axis=1),
+        "harmonic_mean_5": last5.shape[1] / np.sum(1.0 / np.maximum(last5, 1e-9), axis=1),
+    }
+
+
+def detection(y: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    """Recall, precision, false-positive rate, accuracy and F1 of binary decisions."""
+    y, flagged = np.asarray(y).astype(bool), np.asarray(flagged).astype(bool)
+    tp = float(np.sum(y & flagged))
+    fp = float(np.sum(~y & flagged))
+    fn = float(np.sum(y & ~flagged))
+    tn = float(np.sum(~y & ~flagged))
+    recall = tp / max(tp + fn, 1)
+    precision = tp / max(tp + fp, 1)
+    return {"recall": recall, "precision": precision, "fpr": fp / max(fp + tn, 1),
+            "accuracy": (tp + tn) / max(len(y), 1), "f1": 2 * precision * recall / max(precision + recall, 1e-12)}
+
+
+def threshold_for_recall(scores: np.ndarray, y: np.ndarray, recall: float) -> float:
+    """The highest threshold (score >= t flags) whose recall on (scores, y) is at least `recall`."""
+    pos = np.sort(np.asarray(scores)[np.asarray(y).astype(bool)])
+    if pos.size == 0:
+        return float(np.max(scores))
+    k = int(np.floor((1 - recall) * pos.size))
+    return float(pos[min(k, pos.size - 1)])
+
+
+def threshold_for_fpr(scores: np.ndarray, y: np.ndarray, fpr: float) -> float:
+    """The lowest threshold (score >= t flags) that flags at most a share `fpr` of the negatives."""
+    neg = np.sort(np.asarray(scores)[~np.asarray(y).astype(bool)])
+    if neg.size == 0:
+        return float(np.min(scores))
+    k = int(np.ceil((1 - fpr) * neg.size))
+    return float(np.nextafter(neg[k - 1], np.inf)) if k > 0 else float(neg[0])
+
+
+def best_accuracy_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """The threshold (score >= t flags) with the best accuracy on (scores, y): midpoints between sorted scores."""
+    s = np.sort(np.unique(scores))
+    candidates = np.concatenate([[s[0] - 1e-9], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-9]])
+    y = np.asarray(y).astype(bool)
+    acc = [np.mean((scores >= t) == y) for t in candidates]
+    return float(candidates[int(np.argmax(acc))])
+
+
+def table(title: str, rows: Mapping[str, Mapping[str, float]], columns: list[str]) -> str:
+    """A Markdown table: one row per model or baseline."""
+    out = [f"### {title}", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, vals in rows.items():
+        out.append(f"| {name} | " + " | ".join(_fmt(vals.get(c)) for c in columns) + " |")
+    return "\n".join(out)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
