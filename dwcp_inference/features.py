@@ -22,11 +22,14 @@ LOG_FLOOR = 1e-9  # "log" is ln(max(x, LOG_FLOOR)): for fractions spanning decad
 
 
 class FeatureError(ValueError):
-    """A raw input that the model cannot take. `field` names it as the caller sent it."""
+    """A raw input that the model cannot take. `field` names the raw field; `index` locates the first bad value
+    in its column ((item,) or (item, step)) so callers can name it as they sent it."""
 
-    def __init__(self, field_name: str, message: str):
+    def __init__(self, field_name: str, message: str, index: tuple[int, ...] = ()):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.problem = message
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -130,21 +133,26 @@ def validate_raw(fields: list[RawField], columns: Columns) -> None:
             raise FeatureError(f.name, "missing")
         col = columns[f.name]
         if f.vocabulary:
-            unknown = sorted(set(np.asarray(col).ravel().tolist()) - set(f.vocabulary))
-            if unknown:
-                raise FeatureError(f.name, f"unknown value {unknown[0]!r}, expected one of {list(f.vocabulary)}")
+            col = np.asarray(col)
+            bad = ~np.isin(col, f.vocabulary)
+            if bad.any():
+                i = _first(bad)
+                raise FeatureError(f.name, f"unknown value {str(col[i])!r}, expected one of {list(f.vocabulary)}", i)
             continue
         col = np.asarray(col, dtype=np.float64)
-        if not np.all(np.isfinite(col)):
-            raise FeatureError(f.name, f"must be finite, got {_first(col, ~np.isfinite(col))}")
-        if f.min is not None and np.any(col < f.min):
-            raise FeatureError(f.name, f"must be >= {f.min:g}, got {_first(col, col < f.min):g}")
-        if f.max is not None and np.any(col > f.max):
-            raise FeatureError(f.name, f"must be <= {f.max:g}, got {_first(col, col > f.max):g}")
+        lo = -np.inf if f.min is None else f.min
+        hi = np.inf if f.max is None else f.max
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(col) & (col >= lo) & (col <= hi))
+        if bad.any():
+            i = _first(bad)
+            v = col[i]
+            expected = "a finite number" if not np.isfinite(v) else f">= {lo:g}" if v < lo else f"<= {hi:g}"
+            raise FeatureError(f.name, f"expected {expected}, got {v:g}", i)
 
 
-def _first(col: np.ndarray, mask: np.ndarray) -> float:
-    return float(col[mask].ravel()[0])
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.argwhere(mask)[0])
 
 
 def transform(features: list[Feature], columns: Columns) -> np.ndarray:

@@ -39,7 +39,8 @@ def run_onnx(onnx_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
 def check_parity(onnx_out: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], tolerance: float,
                  exact: Sequence[str] = ()) -> dict[str, Any]:
     """Compare onnxruntime outputs with the framework's on the same inputs. `exact` outputs (labels,
-    decisions) must be identical; the rest within `tolerance`, absolute. Returns the figures."""
+    decisions) must be identical; the rest within `tolerance` x (1 + |framework output|), an absolute tolerance
+    for small outputs and a relative one for large. Returns the figures."""
     report: dict[str, Any] = {}
     for name, ref in reference.items():
         got = np.asarray(onnx_out[name]).reshape(np.shape(ref))
@@ -49,10 +50,13 @@ def check_parity(onnx_out: Mapping[str, np.ndarray], reference: Mapping[str, np.
             if mismatches:
                 raise ParityError(f"{name}: {mismatches} of {len(ref)} decisions differ")
         else:
-            err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.size(ref) else 0.0
-            report[name] = {"max_abs_error": err}
-            if not err <= tolerance:
-                raise ParityError(f"{name}: max abs error {err:.3g} > tolerance {tolerance:.3g}")
+            diff = np.abs(got.astype(np.float64) - ref)
+            err = float(np.max(diff)) if np.size(ref) else 0.0
+            worst = float(np.max(diff / (1.0 + np.abs(ref)))) if np.size(ref) else 0.0
+            report[name] = {"max_abs_error": err, "max_scaled_error": worst}
+            if not worst <= tolerance:
+                raise ParityError(f"{name}: error {worst:.3g} > tolerance {tolerance:.3g} "
+                                  f"(|onnx - framework| / (1 + |framework|); max abs error {err:.3g})")
     return report
 
 

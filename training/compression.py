@@ -57,6 +57,28 @@ def generate(rows: int = 20000, chunks: int = 160, seed: int = 0) -> dict[str, n
     return cols
 
 
+def _with_costs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns with `seconds` [N, choices], `best_choice` as an index and `chunk` (the payload group). A CSV
+    gives per-choice times as seconds_<choice> columns, or only the best choice (then every other choice is
+    charged twice the best's time)."""
+    cols = dict(columns)
+    names = [choice_name(c) for c in CHOICES]
+    n = len(cols["size_bytes"])
+    if "seconds" not in cols:
+        if all(f"seconds_{k}" in cols for k in names):
+            cols["seconds"] = np.stack([np.asarray(cols[f"seconds_{k}"], float) for k in names], axis=1)
+        else:
+            unknown = sorted(set(cols["best_choice"]) - set(names))
+            if unknown:
+                raise ValueError(f"best_choice: unknown choices {unknown}, expected one of {names}")
+            best = np.array([names.index(b) for b in cols["best_choice"]])
+            cols["seconds"] = np.where(np.arange(len(names)) == best[:, None], 1.0, 2.0)
+    cols["best_choice"] = np.asarray(cols["seconds"]).argmin(axis=1)
+    if "chunk" not in cols:
+        cols["chunk"] = np.arange(n) // 50
+    return cols
+
+
 def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
     """How much effective throughput a policy loses against the oracle: 1 - best_time / picked_time."""
     best = seconds.min(axis=1)
@@ -76,6 +98,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     from .models import CompressionMLP, Probabilities
 
     seed_everything(seed)
+    columns = _with_costs(columns)
     # Split by payload: the test set holds payload chunks the model never saw.
     groups = np.unique(columns["chunk"])
     rng = np.random.default_rng(seed)

@@ -31,6 +31,30 @@ FEATURES = [Feature(f, f, "log1p") for f in (*_COUNTS, *_LATENCIES)] + [
     Feature("consensus_type", "consensus_type", "one_hot", vocabulary=CONSENSUS_TYPES)]
 
 
+def rows_to_windows(columns: dict[str, np.ndarray], window: int = WINDOW) -> dict[str, np.ndarray]:
+    """CSV rows (one sample per row, per cluster) to windows [N, W] in time order, half-overlapping; a window
+    is anomalous when any of its rows is."""
+    out: dict[str, list] = {}
+    for cluster in np.unique(columns["cluster_id"]):
+        rows = np.flatnonzero(columns["cluster_id"] == cluster)
+        rows = rows[np.argsort(columns["timestamp"][rows], kind="stable")]
+        starts = np.arange(0, len(rows) - window + 1, max(window // 2, 1))
+        if not len(starts):
+            continue
+        idx = rows[starts[:, None] + np.arange(window)]
+        for k, col in columns.items():
+            if k in ("cluster_id", "timestamp", "is_anomaly", "time_of_day", "day_of_week"):
+                continue
+            out.setdefault(k, []).append(np.asarray(col)[idx])
+        out.setdefault("is_anomaly", []).append(np.asarray(columns["is_anomaly"])[idx].max(axis=1))
+        out.setdefault("start", []).append(np.asarray(columns["timestamp"])[idx[:, 0]])
+    if not out:
+        raise ValueError(f"no cluster has {window} rows: a window needs that many")
+    merged = {k: np.concatenate(v) for k, v in out.items()}
+    order = np.argsort(merged.pop("start"), kind="stable")
+    return {k: v[order] for k, v in merged.items()}
+
+
 def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
           hidden: int = 32, quiet: bool = False) -> dict[str, Any]:
     import torch
@@ -51,7 +75,9 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     val_normal = torch.from_numpy(np.arange(va.start, va.stop)[y[va] == 0])
     summary = fit(model, lambda m, b: mse(m(b[0]), b[0]), (x[torch.from_numpy(train_normal)],),
                   (x[val_normal],), epochs=epochs, seed=seed, name=NAME)
-    scorer = ReconstructionErrors(model).eval()
+    with torch.no_grad():
+        normal_error = ReconstructionErrors(model).raw_errors(x[torch.from_numpy(train_normal)]).mean(dim=0)
+    scorer = ReconstructionErrors(model, torch.clamp(normal_error, min=1e-4)).eval()
     scores = predict(scorer, x)[0].numpy()
     threshold = best_accuracy_threshold(scores[va], y[va])
 
@@ -74,7 +100,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
         name=NAME, version="", framework={"name": "torch", "version": torch.__version__}, opset=onnx_export.OPSET,
         inputs=[], outputs=[], raw_fields=RAW_FIELDS, features=features, window=WINDOW, targets=[],
         decision={"threshold": threshold, "score_output": "score", "errors_output": "feature_errors",
-                  "rule": "high latency when the mean squared reconstruction error >= threshold"},
+                  "rule": "high latency when the mean over features of (window MSE / normal MSE) >= threshold"},
         metrics={"test": rows, "training": summary, "report": report,
                  "targets": {"accuracy": TARGET_ACCURACY, "met": ours["accuracy"] >= TARGET_ACCURACY}},
         training=provenance(columns, source, seed, len(y)), tolerance=1e-4)

@@ -56,7 +56,12 @@ def threshold_for_fpr(scores: np.ndarray, y: np.ndarray, fpr: float) -> float:
     if neg.size == 0:
         return float(np.min(scores))
     k = int(np.ceil((1 - fpr) * neg.size))
-    return float(np.nextafter(neg[k - 1], np.inf)) if k > 0 else float(neg[0])
+    if k == 0:
+        return float(neg[0])
+    # Halfway to the next higher score: a tree model gives many rows the same score, and onnxruntime computes
+    # in float32, so a threshold a hair above a tied score would flip decisions.
+    above = np.asarray(scores)[np.asarray(scores) > neg[k - 1]]
+    return float((neg[k - 1] + above.min()) / 2) if above.size else float(neg[k - 1] + 1e-6 * max(1, abs(neg[k - 1])))
 
 
 def best_accuracy_threshold(scores: np.ndarray, y: np.ndarray) -> float:

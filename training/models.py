@@ -67,13 +67,20 @@ class LSTMAutoencoder(nn.Module):
 
 
 class ReconstructionErrors(nn.Module):
-    """Wraps an autoencoder so the exported graph returns what the detector decides on:
-    per-feature mean squared errors over the window [B, F] and their mean, the score [B]."""
+    """Wraps an autoencoder so the exported graph returns what the detector decides on: per-feature mean
+    squared errors over the window, each divided by that feature's mean error on normal training windows
+    [B, F], and their mean, the score [B]. Normalising keeps a feature that is hard to reconstruct even when
+    normal (rare leader changes) from drowning one that is easy (latency) when it goes wrong."""
 
-    def __init__(self, autoencoder: nn.Module):
+    def __init__(self, autoencoder: nn.Module, normal_error: torch.Tensor | None = None):
         super().__init__()
         self.autoencoder = autoencoder
+        n = autoencoder.out.out_features
+        self.register_buffer("normal_error", torch.ones(n) if normal_error is None else normal_error.clone())
+
+    def raw_errors(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.autoencoder(x)) ** 2).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        err = ((x - self.autoencoder(x)) ** 2).mean(dim=1)
+        err = self.raw_errors(x) / self.normal_error
         return err.mean(dim=1), err

@@ -1,0 +1,46 @@
+# The project's commands. `make serve` and `make test` are the README's two commands: each sets up what it
+# needs on a fresh machine and runs.
+PYTHON ?= python3
+VENV := .venv
+SERVE_VENV := .venv-serve
+PORT ?= 50051
+METRICS_PORT ?= 9464
+
+.PHONY: serve test setup protos protos-check models clean
+
+# A lean environment with only the server's dependencies (no torch), serving the bundled models.
+$(SERVE_VENV)/.done: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet .
+	touch $@
+
+serve: $(SERVE_VENV)/.done
+	$(SERVE_VENV)/bin/dwcp-inference serve --port $(PORT) --metrics-port $(METRICS_PORT)
+
+# The development environment: server, training (torch, scikit-learn) and test tools.
+$(VENV)/.done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[train,dev]'
+	touch $@
+
+setup: $(VENV)/.done
+
+test: $(VENV)/.done
+	$(VENV)/bin/python -m pytest -q
+
+# Regenerate the committed stubs from protos/ (see docs/protos.md).
+protos: $(VENV)/.done
+	scripts/gen_protos.sh $(VENV)/bin/python
+
+protos-check: protos
+	git diff --exit-code -- dwcp_inference/api || (echo "generated stubs are stale: run make protos" && exit 1)
+
+# Retrain the bundled default models (about 5 minutes on 2 cores) and their report.
+models: $(VENV)/.done
+	rm -rf dwcp_inference/models
+	$(VENV)/bin/dwcp-inference train all --out dwcp_inference/models --report docs/default-models.md
+
+clean:
+	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info

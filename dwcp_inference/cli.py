@@ -1,0 +1,128 @@
+"""`dwcp-inference`: serve, train, verify a repository, check health. Training imports are deferred so the
+server needs none of the train extra."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dwcp-inference", description=__doc__.splitlines()[0].strip("`"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _train_parser(sub)
+    v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would")
+    v.add_argument("--repository", type=Path, help="model repository (default: the bundled models)")
+    h = sub.add_parser("health", help="ask a server's grpc.health.v1 service; exit 1 unless SERVING")
+    h.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    h.add_argument("--service", default="", help="a model name, or empty for the whole server")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return {"serve": _serve, "train": _train, "verify": _verify, "health": _health}[args.command](args)
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    from dwcp_inference.services.settings import Settings
+
+    p = sub.add_parser("serve", help="serve a model repository over gRPC",
+                       description="Serve a model repository over gRPC. Every flag also reads an environment "
+                                   "variable, DWCP_INFERENCE_<FLAG> (e.g. DWCP_INFERENCE_PORT).")
+    defaults = Settings()
+    for f in fields(Settings):
+        env = Settings.env_name(f.name)
+        default = os.environ.get(env, getattr(defaults, f.name))
+        kind = {int: int, float: float}.get(type(getattr(defaults, f.name)), str)
+        if f.name == "repository":
+            kind, help_default = Path, "the bundled models"
+        else:
+            help_default = str(getattr(defaults, f.name))
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,
+                       default=kind(default) if default is not None else None,
+                       help=f"env {env} (default: {help_default})")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dwcp_inference.services.server import serve
+    from dwcp_inference.services.settings import Settings
+
+    serve(Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)}))
+    return 0
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train models, export them to ONNX and publish them into a repository",
+                       description="Train, export (ONNX + metadata.json, parity-checked) and publish one model "
+                                   "or all four. Needs the train extra: pip install 'dwcp-inference[train]'.")
+    p.add_argument("model", choices=["bandwidth", "compression", "reliability", "consensus", "all"])
+    p.add_argument("--out", type=Path, required=True, help="model repository to publish into")
+    p.add_argument("--data", type=Path, help="CSV in the model's schema (docs/data.md); default: generated data")
+    p.add_argument("--format", choices=["csv"], default="csv", help="format of --data (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
+    p.add_argument("--report", type=Path, help="write the held-out metrics as Markdown here")
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from dwcp_inference.training import jobs
+    except ImportError as e:
+        print(f"training needs the train extra (pip install 'dwcp-inference[train]'): {e}", file=sys.stderr)
+        return 2
+    from dwcp_inference.training.data.csv_schema import DataError
+
+    models = jobs.MODELS if args.model == "all" else (args.model,)
+    if args.data is not None and len(models) > 1:
+        print("--data is one model's CSV: name the model, not 'all'", file=sys.stderr)
+        return 2
+    results = []
+    for m in models:
+        try:
+            results.append(jobs.run(m, args.out, data=args.data, seed=args.seed,
+                                    size="quick" if args.quick else "full"))
+        except DataError as e:
+            print(f"refusing to train {m}: {e}", file=sys.stderr)
+            return 2
+    report = "\n\n".join(r["report"] for r in results)
+    print("\n" + report)
+    if args.report:
+        args.report.write_text(f"# Held-out metrics\n\n{report}\n")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dwcp_inference.services.repository import Repository
+    from dwcp_inference.services.settings import Settings
+
+    repo = Repository(Settings(repository=args.repository).resolved_repository())
+    repo.load_all()
+    listing = {m: sorted(v) for m, v in repo.loaded().items()}
+    print(json.dumps({"loaded": listing, "refused": [r.__dict__ for r in repo.refused]}, indent=1))
+    return 1 if repo.refused else 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as e:
+            print(f"{args.target} {args.service or '(server)'}: {e.code().name}: {e.details()}")
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    print(f"{args.target} {args.service or '(server)'}: {status}")
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

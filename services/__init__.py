@@ -1,0 +1,1 @@
+"""The gRPC inference server: onnxruntime sessions over a model repository. Never imports training code."""

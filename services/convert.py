@@ -1,0 +1,158 @@
+"""Messages to raw columns and answers to messages. Structural checks (lengths, enums, empty batches) happen
+here; value checks happen in the feature layer, whose errors `field_path` names as the caller's field."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dwcp_inference.api import inference_pb2 as pb
+from dwcp_inference.features import FeatureError, PayloadTraits
+
+from . import decisions
+from .errors import InvalidInput
+
+NETWORK_FIELDS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms", "time_of_day", "day_of_week")
+NODE_FIELDS = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations",
+               "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps")
+CONSENSUS_NUMBERS = ("queue_depth", "proposals_pending", "proposals_committed", "latency_p50_ms", "latency_p95_ms",
+                     "latency_p99_ms", "leader_changes", "quorum_size", "active_nodes")
+CONSENSUS_LABELS = ("network_tier", "dwcp_mode", "consensus_type")
+LINK_TYPES = {pb.LINK_TYPE_DC: "dc", pb.LINK_TYPE_METRO: "metro", pb.LINK_TYPE_WAN: "wan", pb.LINK_TYPE_EDGE: "edge"}
+CODECS = {"none": pb.CODEC_NONE, "lz4": pb.CODEC_LZ4, "zstd": pb.CODEC_ZSTD, "brotli": pb.CODEC_BROTLI}
+SEVERITIES = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "critical": pb.SEVERITY_CRITICAL}
+PAYLOAD_FIELDS = {"throughput_mbps": "link.throughput_mbps", "rtt_ms": "link.rtt_ms",
+                  "packet_loss": "link.packet_loss", "size_bytes": "payload.size_bytes",
+                  "payload_entropy": "payload.entropy_bits_per_byte",
+                  "payload_ratio": "payload.recent_compression_ratio"}
+
+
+class Batch:
+    """Raw columns of a batch and how to name a bad value in the caller's terms."""
+
+    def __init__(self, columns: dict[str, np.ndarray], name: Callable[[FeatureError], str]):
+        self.columns = columns
+        self.name = name
+
+    def invalid(self, e: FeatureError) -> InvalidInput:
+        return InvalidInput(f"{self.name(e)}: {e.problem}")
+
+
+def check_batch(items: Sequence, field: str, max_batch: int) -> None:
+    if not items:
+        raise InvalidInput(f"{field}: expected at least one item, got none")
+    if len(items) > max_batch:
+        raise InvalidInput(f"{field}: expected at most {max_batch} items, got {len(items)}")
+
+
+def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], labels: Sequence[str],
+             path: Callable[[int], str]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The last `window` samples of each sequence as [B, W] columns, and each sequence's offset."""
+    offsets = []
+    for i, s in enumerate(seqs):
+        if len(s) < window:
+            raise InvalidInput(f"{path(i)}: expected at least {window} samples (the model's window), got {len(s)}")
+        offsets.append(len(s) - window)
+    cols: dict[str, np.ndarray] = {}
+    for f in fields:
+        cols[f] = np.array([[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)], dtype=np.float64)
+    for f in labels:
+        cols[f] = np.array([[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)], dtype=object).astype(str)
+    return cols, offsets
+
+
+def network(histories: Sequence[pb.LinkHistory], window: int, single: bool) -> Batch:
+    def path(i: int) -> str:
+        return "history.samples" if single else f"histories[{i}].samples"
+
+    cols, offsets = _windows([h.samples for h in histories], window, NETWORK_FIELDS, (), path)
+    return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
+
+
+def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool) -> Batch:
+    def path(i: int) -> str:
+        return "window.samples" if single else f"windows[{i}].samples"
+
+    cols, offsets = _windows([w.samples for w in windows], window, CONSENSUS_NUMBERS, CONSENSUS_LABELS, path)
+    return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
+
+
+def nodes(metrics: Sequence[pb.NodeMetrics], single: bool) -> Batch:
+    cols = {f: np.array([getattr(m, f) for m in metrics], dtype=np.float64) for f in NODE_FIELDS}
+    return Batch(cols, lambda e: f"metrics.{e.field}" if single else f"metrics[{e.index[0]}].{e.field}")
+
+
+def compression_queries(queries: Sequence[tuple[pb.LinkState, pb.PayloadTraits]], single: bool) -> Batch:
+    def prefix(i: int) -> str:
+        return "" if single else f"queries[{i}]."
+
+    cols: dict[str, list] = {k: [] for k in ("throughput_mbps", "rtt_ms", "packet_loss", "link_type", "size_bytes",
+                                             "payload_entropy", "payload_ratio")}
+    for i, (link, payload) in enumerate(queries):
+        if link.link_type not in LINK_TYPES:
+            raise InvalidInput(f"{prefix(i)}link.link_type: expected one of "
+                               f"{[pb.LinkType.Name(k) for k in LINK_TYPES]}, got {_enum_name(pb.LinkType, link.link_type)}")
+        if payload.sample:
+            traits = PayloadTraits.from_sample(payload.size_bytes, payload.sample)
+        elif payload.HasField("entropy_bits_per_byte") and payload.HasField("recent_compression_ratio"):
+            traits = PayloadTraits(payload.size_bytes, payload.entropy_bits_per_byte, payload.recent_compression_ratio)
+        else:
+            raise InvalidInput(f"{prefix(i)}payload: expected a sample, or both entropy_bits_per_byte and "
+                               "recent_compression_ratio")
+        for k, v in (("throughput_mbps", link.throughput_mbps), ("rtt_ms", link.rtt_ms),
+                     ("packet_loss", link.packet_loss), ("link_type", LINK_TYPES[link.link_type]),
+                     ("size_bytes", traits.size_bytes), ("payload_entropy", traits.entropy),
+                     ("payload_ratio", traits.ratio)):
+            cols[k].append(v)
+    arrays = {k: np.array(v, dtype=str if k == "link_type" else np.float64) for k, v in cols.items()}
+    return Batch(arrays, lambda e: f"{prefix(e.index[0])}{PAYLOAD_FIELDS.get(e.field, e.field)}")
+
+
+def _enum_name(enum, value: int) -> str:
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
+# ------------------------------------------------------------------ answers to messages
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def bandwidth_prediction(a: decisions.BandwidthAnswer, last_sample: pb.NetworkSample, prediction_id: str,
+                         now: float) -> pb.BandwidthPrediction:
+    base = last_sample.timestamp.ToNanoseconds() / 1e9 if last_sample.HasField("timestamp") else now
+    return pb.BandwidthPrediction(
+        predicted_bandwidth_mbps=a.bandwidth_mbps, predicted_latency_ms=a.latency_ms,
+        predicted_packet_loss=a.packet_loss, predicted_jitter_ms=a.jitter_ms, confidence=a.confidence,
+        valid_until=timestamp(base + a.horizon_seconds), prediction_time=timestamp(now), prediction_id=prediction_id)
+
+
+def compression_decision(a: decisions.CompressionAnswer, prediction_id: str) -> pb.CompressionDecision:
+    scores = [pb.CompressionChoice(codec=CODECS[c], level=lvl, score=p) for c, lvl, p in a.ranked]
+    return pb.CompressionDecision(choice=scores[0], scores=scores, prediction_id=prediction_id)
+
+
+def anomaly_verdict(a: decisions.AnomalyAnswer, prediction_id: str) -> pb.AnomalyVerdict:
+    return pb.AnomalyVerdict(
+        is_anomaly=a.is_anomaly, score=a.score, threshold=a.threshold, severity=SEVERITIES[a.severity],
+        contributions=[pb.FeatureContribution(feature=f, value=v, expected=m, deviation=d)
+                       for f, v, m, d in a.contributions], prediction_id=prediction_id)
+
+
+def latency_verdict(a: decisions.LatencyAnswer, prediction_id: str) -> pb.LatencyVerdict:
+    return pb.LatencyVerdict(
+        is_high_latency=a.is_high_latency, reconstruction_error=a.error, threshold=a.threshold,
+        feature_errors=[pb.FeatureError(feature=f, error=e) for f, e in a.feature_errors],
+        prediction_id=prediction_id)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,103 @@
+"""From model outputs to domain answers, by each model's decision rule in its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from dwcp_inference.features import decode_targets
+
+from .runtime import ModelRuntime
+
+
+@dataclass
+class BandwidthAnswer:
+    bandwidth_mbps: float
+    latency_ms: float
+    packet_loss: float
+    jitter_ms: float
+    confidence: float
+    horizon_seconds: float
+
+
+@dataclass
+class CompressionAnswer:
+    ranked: list[tuple[str, int, float]]  # (codec, level, probability), best first
+
+
+@dataclass
+class AnomalyAnswer:
+    is_anomaly: bool
+    score: float
+    threshold: float
+    severity: str  # info, warning, critical
+    contributions: list[tuple[str, float, float, float]]  # (feature, value, expected, deviation), largest first
+
+
+@dataclass
+class LatencyAnswer:
+    is_high_latency: bool
+    error: float
+    threshold: float
+    feature_errors: list[tuple[str, float]]  # largest first
+
+
+def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[BandwidthAnswer]:
+    x, out = rt.infer(columns)
+    pred = decode_targets(rt.meta.targets, next(iter(out.values())))
+    d = rt.meta.decision
+    bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
+    cv = bw.std(axis=1) / np.maximum(bw.mean(axis=1), 1e-9)
+    base = 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0)
+    confidence = np.clip(base / (1.0 + cv), 0.0, 1.0)
+    return [BandwidthAnswer(float(pred["bandwidth_mbps"][i]), float(pred["latency_ms"][i]),
+                            float(pred["packet_loss"][i]), float(pred["jitter_ms"][i]), float(confidence[i]),
+                            float(d.get("interval_seconds", 300.0)))
+            for i in range(len(confidence))]
+
+
+def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[CompressionAnswer]:
+    _, out = rt.infer(columns)
+    probs = next(iter(out.values()))
+    choices = rt.meta.decision["choices"]
+    answers = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")
+        answers.append(CompressionAnswer([(choices[k]["codec"], int(choices[k]["level"]), float(row[k]))
+                                          for k in order]))
+    return answers
+
+
+def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -> list[AnomalyAnswer]:
+    x, out = rt.infer(columns)
+    d = rt.meta.decision
+    scores = np.asarray(out[d["score_output"]], dtype=np.float64)
+    scores = d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores)
+    names = list(d["normal"])
+    mean = np.array([d["normal"][n][0] for n in names])
+    std = np.array([d["normal"][n][1] for n in names])
+    raw = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=-1)
+    dev = (raw - mean) / std
+    answers = []
+    for i, s in enumerate(scores):
+        flagged = bool(s >= d["threshold"])
+        severity = "critical" if s >= d["critical_threshold"] else "warning" if flagged else "info"
+        order = np.argsort(-np.abs(dev[i]), kind="stable")[:top]
+        answers.append(AnomalyAnswer(flagged, float(s), float(d["threshold"]), severity,
+                                     [(names[k], float(raw[i, k]), float(mean[k]), float(dev[i, k])) for k in order]))
+    return answers
+
+
+def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[LatencyAnswer]:
+    _, out = rt.infer(columns)
+    d = rt.meta.decision
+    scores, errors = out[d["score_output"]], out[d["errors_output"]]
+    names = rt.meta.feature_names
+    answers = []
+    for s, errs in zip(scores, errors):
+        order = np.argsort(-errs, kind="stable")
+        answers.append(LatencyAnswer(bool(s >= d["threshold"]), float(s), float(d["threshold"]),
+                                     [(names[k], float(errs[k])) for k in order]))
+    return answers

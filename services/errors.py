@@ -1,0 +1,36 @@
+"""Domain errors, each carrying the gRPC status it maps to. Servicers raise these; one decorator in
+servicers.py turns them into statuses, so no servicer builds a status by hand."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class InferenceError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidInput(InferenceError):
+    """The request is malformed: the message names the field and what was expected."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(InferenceError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelNotReady(InferenceError):
+    """The model is known but no valid version of it is loaded."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class PredictionNotFound(InferenceError):
+    """ReportOutcome names a prediction the server does not remember (unknown, or evicted as too old)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class VersionRefused(Exception):
+    """A model version failed verification; the message says why. It never serves."""

@@ -1,0 +1,35 @@
+"""Prometheus metrics of one server, in their own registry, served on the metrics port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Sub-millisecond answers need fine buckets at the bottom.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("dwcp_inference_request_duration_seconds",
+                                 "Time to answer an inference RPC, by RPC, model and version.",
+                                 ["rpc", "model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("dwcp_inference_requests_total", "Inference RPCs answered, by RPC and status code.",
+                                ["rpc", "code"], registry=r)
+        self.batch_size = Histogram("dwcp_inference_batch_size", "Items per batch RPC.", ["rpc"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.model_info = Gauge("dwcp_inference_model_info",
+                                "A loaded model version (1 when it serves by default, 0 when only on request).",
+                                ["model", "version", "loaded_at"], registry=r)
+        self.loads = Counter("dwcp_inference_model_loads_total", "Model version loads, by result.",
+                             ["model", "result"], registry=r)
+        self.outcomes = Counter("dwcp_inference_outcomes_total", "Outcomes reported, by model and version.",
+                                ["model", "version"], registry=r)
+        self.live = Gauge("dwcp_inference_live_accuracy",
+                          "Accuracy from reported outcomes (mape in percent for bandwidth; accuracy for the "
+                          "selector; precision and recall for the detectors), per model version.",
+                          ["model", "version", "metric"], registry=r)
+
+    def serve(self, port: int, addr: str = "0.0.0.0"):
+        return start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,95 @@
+"""One loaded model version: its metadata, its verified onnxruntime session and the feature pipeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from dwcp_inference import features, metadata
+from dwcp_inference.metadata import MetadataError, ModelMetadata
+
+from .errors import VersionRefused
+
+
+@dataclass
+class ModelRuntime:
+    meta: ModelMetadata
+    session: ort.InferenceSession
+    path: Path
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @classmethod
+    def load(cls, version_dir: Path, threads: int = 1) -> "ModelRuntime":
+        """Load and verify a version: metadata schema, checksum, tensor names and shapes, test vectors.
+        Raises VersionRefused with the reason when any check fails."""
+        version_dir = Path(version_dir)
+        try:
+            meta = metadata.read(version_dir)
+        except MetadataError as e:
+            raise VersionRefused(str(e)) from e
+        if meta.version != version_dir.name:
+            raise VersionRefused(f"metadata says version {meta.version!r} but the directory is {version_dir.name!r}")
+        model_file = version_dir / metadata.MODEL_FILE
+        if not model_file.is_file():
+            raise VersionRefused(f"{metadata.MODEL_FILE} is missing")
+        digest = metadata.sha256_file(model_file)
+        if digest != meta.sha256:
+            raise VersionRefused(f"sha256 of {metadata.MODEL_FILE} is {digest[:12]}..., metadata says "
+                                 f"{meta.sha256[:12]}...")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own error types for corrupt graphs
+            raise VersionRefused(f"onnxruntime cannot load {metadata.MODEL_FILE}: {e}") from e
+        rt = cls(meta, session, version_dir)
+        rt._verify()
+        return rt
+
+    def _verify(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != [t.name for t in self.meta.inputs[:1]] or len(inputs) != 1:
+            raise VersionRefused(f"model inputs {inputs} do not match metadata {[t.name for t in self.meta.inputs]}")
+        width = self.session.get_inputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.meta.feature_names):
+            raise VersionRefused(f"model takes {width} features, metadata lists {len(self.meta.feature_names)}")
+        outputs = {o.name for o in self.session.get_outputs()}
+        declared = {t.name for t in self.meta.outputs}
+        if outputs != declared:
+            raise VersionRefused(f"model outputs {sorted(outputs)} do not match metadata {sorted(declared)}")
+        if not self.meta.test_vectors:
+            raise VersionRefused("metadata has no test vectors")
+        for i, vec in enumerate(self.meta.test_vectors):
+            got = self.run(np.asarray([vec["input"]], dtype=np.float32))
+            for name, expected in vec["outputs"].items():
+                want = np.asarray(expected, dtype=np.float64)
+                diff = np.abs(np.asarray(got[name][0], dtype=np.float64) - want)
+                err = float(np.max(diff / (1.0 + np.abs(want))))  # as at export (export/publish.py)
+                if not err <= self.meta.tolerance:
+                    raise VersionRefused(f"test vector {i}: output {name} differs by {err:.3g} "
+                                         f"(tolerance {self.meta.tolerance:g})")
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.meta.outputs]
+        return dict(zip(names, self.session.run(names, {self.meta.inputs[0].name: x})))
+
+    def infer(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Validate raw columns, build the features and run the model. Returns (features, outputs).
+        Raises features.FeatureError for input the model cannot take."""
+        features.validate_raw(self.meta.raw_fields, columns)
+        x = features.transform(self.meta.features, columns)
+        return x, self.run(x)

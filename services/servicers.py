@@ -1,0 +1,177 @@
+"""The inference servicer: messages in, model answers out. Each RPC picks the model version, converts the
+message to raw columns (convert.py), lets the version decide (decisions.py) and converts back. Errors and
+metrics are handled once, in `rpc`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import grpc
+
+from dwcp_inference.api import inference_pb2 as pb
+from dwcp_inference.api import inference_pb2_grpc as pb_grpc
+from dwcp_inference.features import FeatureError
+
+from . import convert, decisions
+from .errors import InferenceError, InvalidInput, ModelNotFound
+from .metrics import Metrics
+from .outcomes import OutcomeTracker
+from .repository import Repository
+from .runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+def rpc(method: Callable) -> Callable:
+    """Map domain errors to their status, anything unexpected to INTERNAL (logged), and record metrics."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: "InferenceServicer", request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            response = method(self, request, context)
+            if hasattr(response, "model") and response.model.name:
+                self.metrics.latency.labels(name, response.model.name, response.model.version).observe(
+                    time.perf_counter() - start)
+            return response
+        except InferenceError as e:
+            code = e.code
+            context.abort(code, str(e))
+        except Exception:
+            log.exception("%s failed", name)
+            code = grpc.StatusCode.INTERNAL
+            context.abort(code, f"{name}: internal error, see the server log")
+        finally:
+            self.metrics.requests.labels(name, code.name).inc()
+
+    return wrapper
+
+
+def _ref(rt: ModelRuntime) -> pb.ModelRef:
+    return pb.ModelRef(name=rt.name, version=rt.version)
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    def __init__(self, repo: Repository, outcomes: OutcomeTracker, metrics: Metrics, max_batch: int):
+        self.repo = repo
+        self.outcomes = outcomes
+        self.metrics = metrics
+        self.max_batch = max_batch
+
+    def _model(self, name: str, selector: pb.ModelSelector) -> ModelRuntime:
+        if selector.label and selector.label != "latest":
+            raise ModelNotFound(f"model.label: no label {selector.label!r} on {name} (labels: ['latest'])")
+        return self.repo.get(name, selector.version)
+
+    def _decide(self, decide: Callable, rt: ModelRuntime, batch: convert.Batch) -> list:
+        try:
+            return decide(rt, batch.columns)
+        except FeatureError as e:
+            raise batch.invalid(e) from None
+
+    def _batch(self, rpc_name: str, items: Sequence, field: str) -> None:
+        convert.check_batch(items, field, self.max_batch)
+        self.metrics.batch_size.labels(rpc_name).observe(len(items))
+
+    # ------------------------------------------------------------ bandwidth_predictor
+
+    def _bandwidth(self, histories: Sequence[pb.LinkHistory], selector: pb.ModelSelector, single: bool):
+        rt = self._model("bandwidth_predictor", selector)
+        answers = self._decide(decisions.bandwidth, rt, convert.network(histories, rt.meta.window, single))
+        now = convert.now()
+        preds = [convert.bandwidth_prediction(a, h.samples[-1], self.outcomes.remember(
+            rt.name, rt.version, a.bandwidth_mbps), now) for a, h in zip(answers, histories)]
+        return rt, preds
+
+    @rpc
+    def PredictBandwidth(self, request: pb.PredictBandwidthRequest, context) -> pb.PredictBandwidthResponse:
+        rt, preds = self._bandwidth([request.history], request.model, single=True)
+        return pb.PredictBandwidthResponse(prediction=preds[0], model=_ref(rt))
+
+    @rpc
+    def PredictBandwidthBatch(self, request: pb.PredictBandwidthBatchRequest, context):
+        self._batch("PredictBandwidthBatch", request.histories, "histories")
+        rt, preds = self._bandwidth(request.histories, request.model, single=False)
+        return pb.PredictBandwidthBatchResponse(predictions=preds, model=_ref(rt))
+
+    # ------------------------------------------------------------ compression_selector
+
+    def _compression(self, queries: Sequence, selector: pb.ModelSelector, single: bool):
+        rt = self._model("compression_selector", selector)
+        answers = self._decide(decisions.compression, rt, convert.compression_queries(queries, single))
+        return rt, [convert.compression_decision(a, self.outcomes.remember(rt.name, rt.version, a.ranked[0][:2]))
+                    for a in answers]
+
+    @rpc
+    def SelectCompression(self, request: pb.SelectCompressionRequest, context) -> pb.SelectCompressionResponse:
+        rt, out = self._compression([(request.link, request.payload)], request.model, single=True)
+        return pb.SelectCompressionResponse(decision=out[0], model=_ref(rt))
+
+    @rpc
+    def SelectCompressionBatch(self, request: pb.SelectCompressionBatchRequest, context):
+        self._batch("SelectCompressionBatch", request.queries, "queries")
+        rt, out = self._compression([(q.link, q.payload) for q in request.queries], request.model, single=False)
+        return pb.SelectCompressionBatchResponse(decisions=out, model=_ref(rt))
+
+    # ------------------------------------------------------------ reliability_detector
+
+    def _anomaly(self, metrics: Sequence[pb.NodeMetrics], selector: pb.ModelSelector, single: bool):
+        rt = self._model("reliability_detector", selector)
+        answers = self._decide(decisions.anomaly, rt, convert.nodes(metrics, single))
+        return rt, [convert.anomaly_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_anomaly))
+                    for a in answers]
+
+    @rpc
+    def DetectAnomaly(self, request: pb.DetectAnomalyRequest, context) -> pb.DetectAnomalyResponse:
+        rt, out = self._anomaly([request.metrics], request.model, single=True)
+        return pb.DetectAnomalyResponse(verdict=out[0], model=_ref(rt))
+
+    @rpc
+    def DetectAnomalyBatch(self, request: pb.DetectAnomalyBatchRequest, context):
+        self._batch("DetectAnomalyBatch", request.metrics, "metrics")
+        rt, out = self._anomaly(request.metrics, request.model, single=False)
+        return pb.DetectAnomalyBatchResponse(verdicts=out, model=_ref(rt))
+
+    # ------------------------------------------------------------ consensus_latency
+
+    def _latency(self, windows: Sequence[pb.ConsensusWindow], selector: pb.ModelSelector, single: bool):
+        rt = self._model("consensus_latency", selector)
+        answers = self._decide(decisions.high_latency, rt, convert.consensus(windows, rt.meta.window, single))
+        return rt, [convert.latency_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_high_latency))
+                    for a in answers]
+
+    @rpc
+    def DetectHighLatency(self, request: pb.DetectHighLatencyRequest, context) -> pb.DetectHighLatencyResponse:
+        rt, out = self._latency([request.window], request.model, single=True)
+        return pb.DetectHighLatencyResponse(verdict=out[0], model=_ref(rt))
+
+    @rpc
+    def DetectHighLatencyBatch(self, request: pb.DetectHighLatencyBatchRequest, context):
+        self._batch("DetectHighLatencyBatch", request.windows, "windows")
+        rt, out = self._latency(request.windows, request.model, single=False)
+        return pb.DetectHighLatencyBatchResponse(verdicts=out, model=_ref(rt))
+
+    # ------------------------------------------------------------ outcomes
+
+    @rpc
+    def ReportOutcome(self, request: pb.ReportOutcomeRequest, context) -> pb.ReportOutcomeResponse:
+        if not request.prediction_id:
+            raise InvalidInput("prediction_id: expected the id of an earlier prediction, got none")
+        kind = request.WhichOneof("outcome") or ""
+        if kind == "actual_network":
+            actual: Any = request.actual_network.bandwidth_mbps
+        elif kind == "best_choice":
+            names = {v: k for k, v in convert.CODECS.items()}
+            if request.best_choice.codec not in names:
+                raise InvalidInput(f"best_choice.codec: expected one of {[pb.Codec.Name(c) for c in names]}, "
+                                   f"got {request.best_choice.codec}")
+            actual = (names[request.best_choice.codec], request.best_choice.level)
+        else:
+            actual = request.was_anomaly
+        model, version = self.outcomes.report(request.prediction_id, kind, actual)
+        return pb.ReportOutcomeResponse(model=pb.ModelRef(name=model, version=version))

@@ -1,0 +1,40 @@
+"""Server settings: one dataclass; every field is a `serve` flag and a DWCP_INFERENCE_* environment variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ENV_PREFIX = "DWCP_INFERENCE_"
+
+
+def bundled_models() -> Path:
+    """The small default repository shipped inside the package (made by `make models`)."""
+    import dwcp_inference
+
+    return Path(dwcp_inference.__file__).resolve().parent / "models"
+
+
+@dataclass
+class Settings:
+    repository: Path | None = None      # None: the bundled models
+    host: str = "0.0.0.0"
+    port: int = 50051                   # 0 picks a free port
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9464            # 0 picks a free port; -1 disables /metrics
+    workers: int = 8                    # threads answering RPCs
+    session_threads: int = 1            # onnxruntime intra-op threads per model version
+    max_batch: int = 1024               # items per batch RPC
+    max_message_bytes: int = 4 << 20
+    grace_seconds: float = 10.0         # how long in-flight RPCs may finish after SIGTERM
+
+    def resolved_repository(self) -> Path:
+        return Path(self.repository) if self.repository else bundled_models()
+
+    @staticmethod
+    def env_name(field_name: str) -> str:
+        return ENV_PREFIX + field_name.upper()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

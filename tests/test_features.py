@@ -1,0 +1,81 @@
+"""The feature layer: validation names the bad value, transforms are what the metadata says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dwcp_inference.features import (Feature, FeatureError, RawField, Target, byte_entropy, decode_targets,
+                                     encode_targets, fit_scaling, sample_ratio, transform, validate_raw)
+
+FIELDS = [RawField("bw", 0.0, 1e7), RawField("kind", vocabulary=("a", "b"))]
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=30))
+def test_validate_accepts_exactly_the_finite_values_in_range(values):
+    cols = {"bw": np.array(values), "kind": np.array(["a"] * len(values))}
+    ok = all(math.isfinite(v) and 0 <= v <= 1e7 for v in values)
+    if ok:
+        validate_raw(FIELDS, cols)
+    else:
+        with pytest.raises(FeatureError) as e:
+            validate_raw(FIELDS, cols)
+        assert e.value.field == "bw"
+        bad = values[e.value.index[0]]
+        assert not (math.isfinite(bad) and 0 <= bad <= 1e7)
+        assert all(math.isfinite(v) and 0 <= v <= 1e7 for v in values[: e.value.index[0]])
+
+
+@given(st.lists(st.text(max_size=3), min_size=1, max_size=10))
+def test_unknown_categories_are_refused_with_the_vocabulary(words):
+    cols = {"bw": np.zeros(len(words)), "kind": np.array(words, dtype=object).astype(str)}
+    if set(words) <= {"a", "b"}:
+        validate_raw(FIELDS, cols)
+    else:
+        with pytest.raises(FeatureError, match=r"expected one of \['a', 'b'\]"):
+            validate_raw(FIELDS, cols)
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 5), st.integers(1, 7))
+def test_transform_keeps_the_column_shape_and_adds_the_feature_axis(n, w):
+    feats = [Feature("x", "bw", "log1p", mean=1.0, std=2.0), Feature("k", "kind", "one_hot", vocabulary=("a", "b"))]
+    cols = {"bw": np.full((n, w), 3.0), "kind": np.full((n, w), "b")}
+    x = transform(feats, cols)
+    assert x.shape == (n, w, 3) and x.dtype == np.float32
+    assert np.allclose(x[..., 0], (np.log1p(3.0) - 1.0) / 2.0)
+    assert np.all(x[..., 1] == 0) and np.all(x[..., 2] == 1)
+
+
+def test_cyclic_features_put_midnight_next_to_23h():
+    f = [Feature("s", "h", "sin", period=24), Feature("c", "h", "cos", period=24)]
+    x = transform(f, {"h": np.array([0.0, 23.0, 12.0])})
+    assert np.linalg.norm(x[0] - x[1]) < 0.3 < np.linalg.norm(x[0] - x[2])
+
+
+def test_fit_scaling_standardises_training_data():
+    rng = np.random.default_rng(0)
+    cols = {"bw": rng.lognormal(5, 1, 1000)}
+    fitted = fit_scaling([Feature("x", "bw", "log1p")], cols)
+    x = transform(fitted, cols)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
+
+
+@given(st.lists(st.floats(0, 1e5), min_size=1, max_size=20))
+def test_targets_round_trip(values):
+    t = [Target("y", "log1p", mean=2.0, std=3.0, min=0.0)]
+    y = np.array(values)
+    back = decode_targets(t, encode_targets(t, {"y": y}))["y"]
+    assert np.allclose(back, y, rtol=1e-4, atol=1e-3)
+
+
+def test_payload_traits_tell_noise_from_text():
+    noise = np.random.default_rng(0).bytes(4096)
+    text = b"the quick brown fox jumps over the lazy dog " * 100
+    assert byte_entropy(noise) > 7.9 and byte_entropy(text) < 4.5
+    assert sample_ratio(noise) > 0.99 and sample_ratio(text) < 0.1
+    assert byte_entropy(b"") == 0.0 and sample_ratio(b"") == 1.0

@@ -1,0 +1,62 @@
+"""`dwcp-inference train`: the data for each model (generated or from a CSV) and its job, with sizes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import bandwidth, compression, consensus, reliability
+from .data import generators
+from .data.csv_schema import load_csv
+
+MODELS = ("bandwidth", "compression", "reliability", "consensus")
+NAMES = {"bandwidth": bandwidth.NAME, "compression": compression.NAME, "reliability": reliability.NAME,
+         "consensus": consensus.NAME}
+
+# (generator arguments, training arguments) at full size and at the quick size used by tests and CI.
+SIZES: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
+    "full": {
+        "bandwidth": ({"links": 8, "days": 21}, {"epochs": 30, "hidden": 64}),
+        "compression": ({"rows": 30000, "chunks": 200}, {"epochs": 60, "hidden": 64}),
+        "reliability": ({"nodes": 40, "steps": 600}, {"trees": 100}),
+        "consensus": ({"windows": 4000}, {"epochs": 60, "hidden": 32}),
+    },
+    "quick": {
+        "bandwidth": ({"links": 3, "days": 5}, {"epochs": 4, "hidden": 16}),
+        "compression": ({"rows": 4000, "chunks": 60}, {"epochs": 15, "hidden": 32}),
+        "reliability": ({"nodes": 20, "steps": 400}, {"trees": 30}),
+        "consensus": ({"windows": 2000}, {"epochs": 25, "hidden": 32}),
+    },
+}
+
+
+def _generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
+    kwargs = SIZES[size][model][0]
+    make: Callable[..., dict[str, np.ndarray]] = {
+        "bandwidth": generators.network_samples, "compression": compression.generate,
+        "reliability": generators.node_metrics, "consensus": generators.consensus_windows}[model]
+    return make(seed=seed, **kwargs)
+
+
+def run(model: str, out: Path, *, data: Path | None = None, seed: int = 0, size: str = "full") -> dict[str, Any]:
+    """Train one model on `data` (a CSV in its schema) or on generated data, export and publish it."""
+    started = time.monotonic()
+    if data is not None:
+        columns = load_csv(data, NAMES[model])
+        if model == "consensus":
+            columns = consensus.rows_to_windows(columns)
+        source = f"csv:{Path(data).name}"
+    else:
+        columns = _generate(model, seed, size)
+        source = f"generator:{model}:{size}"
+    print(f"[{NAMES[model]}] training on {source}", flush=True)
+    job = {"bandwidth": bandwidth.train, "compression": compression.train, "reliability": reliability.train,
+           "consensus": consensus.train}[model]
+    result = job(columns, Path(out), source=source, seed=seed, **SIZES[size][model][1])
+    result["seconds"] = round(time.monotonic() - started, 1)
+    print(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
+          f"in {result['seconds']}s", flush=True)
+    return result
