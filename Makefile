@@ -30,12 +30,15 @@ setup: $(VENV)/.done
 test: $(VENV)/.done
 	$(VENV)/bin/python -m pytest -q
 
-# Regenerate the committed stubs from protos/ (see docs/protos.md).
+# Regenerate the committed Python and Go stubs from protos/ (see docs/protos.md). The Go side needs protoc
+# and its plugins, which scripts/install_go_tools.sh installs at pinned versions.
 protos: $(VENV)/.done
 	scripts/gen_protos.sh $(VENV)/bin/python
+	scripts/install_go_tools.sh
+	scripts/gen_go_protos.sh
 
 protos-check: protos
-	git diff --exit-code -- dwcp_inference/api || (echo "generated stubs are stale: run make protos" && exit 1)
+	git diff --exit-code -- dwcp_inference/api clients/go/gen || (echo "generated stubs are stale: run make protos" && exit 1)
 
 # Retrain the bundled default models (about 5 minutes on 2 cores) and their report.
 models: $(VENV)/.done

@@ -1,0 +1,75 @@
+package monitoring_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dwcp/inference/clients/go/inference"
+	"github.com/dwcp/inference/clients/go/internal/servertest"
+	"github.com/dwcp/inference/clients/go/monitoring"
+)
+
+func TestMain(m *testing.M) { servertest.Main(m) }
+
+// The DWCP call site: a Detector judging node metrics.
+func ExampleInferenceDetector() {
+	client, err := inference.New(inference.WithTarget(servertest.Target()))
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	var d monitoring.Detector = monitoring.NewInferenceDetector(client)
+	ctx := context.Background()
+	calm := &monitoring.MetricVector{Timestamp: time.Now(), Latency: 20, PacketLoss: 0.001, CPUUsage: 0.4,
+		MemoryUsage: 0.45, ErrorRate: 0.004}
+	a, err := d.Detect(ctx, calm)
+	fmt.Println("calm:", a == nil, err)
+	burst := *calm
+	burst.ErrorRate = 0.2
+	a, err = d.Detect(ctx, &burst)
+	fmt.Println("burst:", a != nil, err, a.MetricName, a.Severity >= monitoring.SeverityWarning)
+	// Output:
+	// calm: true <nil>
+	// burst: true <nil> error_rate true
+}
+
+func TestTrainNeedsData(t *testing.T) {
+	client, _ := inference.New(inference.WithTarget(servertest.Target()))
+	defer client.Close()
+	d := monitoring.NewInferenceDetector(client)
+	if d.Train(context.Background(), nil) == nil {
+		t.Fatal("Train accepted no data")
+	}
+	if d.Name() == "" {
+		t.Fatal("no name")
+	}
+}
+
+func TestToSliceOrder(t *testing.T) {
+	m := monitoring.MetricVector{Bandwidth: 1, Latency: 2, PacketLoss: 3, Jitter: 4, CPUUsage: 5, MemoryUsage: 6, ErrorRate: 7}
+	for i, v := range m.ToSlice() {
+		if v != float64(i+1) {
+			t.Fatalf("ToSlice()[%d] = %v", i, v)
+		}
+	}
+}
+
+// A dns:/// target balances round-robin over every address the name resolves to (a headless Service).
+func TestDNSTargetWithRoundRobin(t *testing.T) {
+	_, port, err := net.SplitHostPort(servertest.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := inference.New(inference.WithTarget("dns:///127.0.0.1:" + port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	d := monitoring.NewInferenceDetector(client)
+	if _, err := d.Detect(context.Background(), &monitoring.MetricVector{Latency: 20, CPUUsage: 0.4, MemoryUsage: 0.45}); err != nil {
+		t.Fatal(err)
+	}
+}

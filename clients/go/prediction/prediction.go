@@ -1,0 +1,238 @@
+// Package prediction is a drop-in replacement for DWCP's in-process bandwidth predictor: the same types and
+// the same *LSTMPredictor method set, answered by the inference service. A DWCP service changes its import
+// path to this package and nothing else.
+package prediction
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/inference"
+)
+
+// NetworkSample is one observation of a link (DWCP's type, verbatim).
+type NetworkSample struct {
+	Timestamp                                      time.Time
+	BandwidthMbps, LatencyMs, PacketLoss, JitterMs float64
+	TimeOfDay, DayOfWeek                           int
+	NodeID, PeerID                                 string
+}
+
+// BandwidthPrediction is the predicted next sample of a link (DWCP's type, verbatim).
+type BandwidthPrediction struct {
+	PredictedBandwidthMbps, PredictedLatencyMs, PredictedPacketLoss, PredictedJitterMs, Confidence float64
+	ValidUntil                                                                                     time.Time
+	ModelVersion                                                                                   string
+	PredictionTime                                                                                 time.Time
+}
+
+// PredictorMetrics summarises a predictor's use and accuracy (DWCP's type, verbatim).
+type PredictorMetrics struct {
+	ModelVersion                                                     string
+	LoadTime                                                         time.Time
+	InferenceCount                                                   uint64
+	AvgInferenceMs, AvgPredictionError, MaxPredictionError, Accuracy float64
+}
+
+// PredictionRecord pairs a prediction with the sample that was then observed.
+type PredictionRecord struct {
+	Prediction BandwidthPrediction
+	Actual     *NetworkSample
+	// Error is |predicted - actual| / actual bandwidth, or NaN until the actual is known.
+	Error float64
+}
+
+// TargetEnv names the environment variable read when NewLSTMPredictor is given a model file path.
+const TargetEnv = "DWCP_INFERENCE_TARGET"
+
+// maxPending bounds the predictions kept waiting for their actual sample.
+const maxPending = 1024
+
+// LSTMPredictor predicts link bandwidth through the inference service.
+type LSTMPredictor struct {
+	mu       sync.Mutex
+	client   *inference.Client
+	metrics  PredictorMetrics
+	totalMs  float64
+	errSum   float64
+	errCount int
+	pending  []pending
+	history  []PredictionRecord
+}
+
+type pending struct {
+	id     string
+	record PredictionRecord
+}
+
+// NewLSTMPredictor connects to the inference service. modelPath is the service target ("host:port" or
+// "dns:///name:port"); a path to a model file, as the in-process predictor took, means "the service named by
+// $DWCP_INFERENCE_TARGET", or 127.0.0.1:50051 when that is unset.
+func NewLSTMPredictor(modelPath string) (*LSTMPredictor, error) {
+	p := &LSTMPredictor{}
+	if err := p.ReloadModel(modelPath); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func target(modelPath string) string {
+	if strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx") {
+		return modelPath
+	}
+	if t := os.Getenv(TargetEnv); t != "" {
+		return t
+	}
+	return "127.0.0.1:50051"
+}
+
+// Predict predicts the next sample of the link whose recent samples (oldest first) are history.
+func (p *LSTMPredictor) Predict(history []NetworkSample) (*BandwidthPrediction, error) {
+	p.mu.Lock()
+	client := p.client
+	p.mu.Unlock()
+	if client == nil {
+		return nil, fmt.Errorf("prediction: predictor is closed")
+	}
+	req := &pb.PredictBandwidthRequest{History: &pb.LinkHistory{Samples: make([]*pb.NetworkSample, len(history))}}
+	for i, s := range history {
+		req.History.Samples[i] = ToProto(s)
+	}
+	start := time.Now()
+	resp, err := client.PredictBandwidth(context.Background(), req)
+	if err != nil {
+		return nil, err
+	}
+	elapsed := float64(time.Since(start).Microseconds()) / 1000
+	r := resp.GetPrediction()
+	pred := &BandwidthPrediction{
+		PredictedBandwidthMbps: r.GetPredictedBandwidthMbps(), PredictedLatencyMs: r.GetPredictedLatencyMs(),
+		PredictedPacketLoss: r.GetPredictedPacketLoss(), PredictedJitterMs: r.GetPredictedJitterMs(),
+		Confidence: r.GetConfidence(), ValidUntil: r.GetValidUntil().AsTime(),
+		ModelVersion:   resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion(),
+		PredictionTime: r.GetPredictionTime().AsTime(),
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.metrics.InferenceCount++
+	p.totalMs += elapsed
+	p.metrics.AvgInferenceMs = p.totalMs / float64(p.metrics.InferenceCount)
+	p.metrics.ModelVersion = pred.ModelVersion
+	p.pending = append(p.pending, pending{id: r.GetPredictionId(), record: PredictionRecord{Prediction: *pred,
+		Error: math.NaN()}})
+	if len(p.pending) > maxPending {
+		p.pending = p.pending[len(p.pending)-maxPending:]
+	}
+	return pred, nil
+}
+
+// UpdateActual reports the sample observed at timestamp. It judges the pending prediction whose ValidUntil is
+// nearest to timestamp, reports the outcome to the service (for its live accuracy) and updates GetMetrics.
+func (p *LSTMPredictor) UpdateActual(timestamp time.Time, actual NetworkSample) {
+	p.mu.Lock()
+	best := -1
+	for i, q := range p.pending {
+		if best < 0 || absDuration(q.record.Prediction.ValidUntil.Sub(timestamp)) <
+			absDuration(p.pending[best].record.Prediction.ValidUntil.Sub(timestamp)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		p.mu.Unlock()
+		return
+	}
+	q := p.pending[best]
+	p.pending = append(p.pending[:best], p.pending[best+1:]...)
+	q.record.Actual = &actual
+	if actual.BandwidthMbps > 0 {
+		q.record.Error = math.Abs(q.record.Prediction.PredictedBandwidthMbps-actual.BandwidthMbps) / actual.BandwidthMbps
+		p.errSum += q.record.Error
+		p.errCount++
+		p.metrics.AvgPredictionError = p.errSum / float64(p.errCount)
+		p.metrics.MaxPredictionError = math.Max(p.metrics.MaxPredictionError, q.record.Error)
+		p.metrics.Accuracy = math.Max(0, 1-p.metrics.AvgPredictionError)
+	}
+	p.history = append(p.history, q.record)
+	if len(p.history) > maxPending {
+		p.history = p.history[len(p.history)-maxPending:]
+	}
+	client := p.client
+	p.mu.Unlock()
+	if client != nil && q.id != "" {
+		// Best effort: live accuracy on the server is a report, not part of the caller's path.
+		_, _ = client.ReportOutcome(context.Background(), &pb.ReportOutcomeRequest{PredictionId: q.id,
+			Outcome: &pb.ReportOutcomeRequest_ActualNetwork{ActualNetwork: ToProto(actual)}})
+	}
+}
+
+// GetMetrics returns counts, client-side inference time and the errors of predictions judged so far.
+func (p *LSTMPredictor) GetMetrics() PredictorMetrics {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.metrics
+}
+
+// Records returns the judged predictions, oldest first (at most the last 1024).
+func (p *LSTMPredictor) Records() []PredictionRecord {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]PredictionRecord(nil), p.history...)
+}
+
+// ReloadModel points the predictor at a service target (see NewLSTMPredictor) and checks that the service
+// answers health checks for the bandwidth model; on failure the previous connection is kept.
+func (p *LSTMPredictor) ReloadModel(modelPath string) error {
+	client, err := inference.New(inference.WithTarget(target(modelPath)))
+	if err != nil {
+		return err
+	}
+	if err := inference.CheckHealth(context.Background(), client, "bandwidth_predictor"); err != nil {
+		client.Close()
+		return fmt.Errorf("prediction: %s: %w", client.Target(), err)
+	}
+	p.mu.Lock()
+	old := p.client
+	p.client = client
+	p.metrics.LoadTime = time.Now()
+	p.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close releases the connection.
+func (p *LSTMPredictor) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client != nil {
+		p.client.Close()
+		p.client = nil
+	}
+}
+
+// ToProto converts a sample to its message.
+func ToProto(s NetworkSample) *pb.NetworkSample {
+	m := &pb.NetworkSample{BandwidthMbps: s.BandwidthMbps, LatencyMs: s.LatencyMs, PacketLoss: s.PacketLoss,
+		JitterMs: s.JitterMs, TimeOfDay: int32(s.TimeOfDay), DayOfWeek: int32(s.DayOfWeek), NodeId: s.NodeID,
+		PeerId: s.PeerID}
+	if !s.Timestamp.IsZero() {
+		m.Timestamp = timestamppb.New(s.Timestamp)
+	}
+	return m
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}

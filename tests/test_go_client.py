@@ -1,0 +1,50 @@
+"""The real Go client, compiled and run against a real server on the bundled models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dwcp_inference.services.settings import bundled_models
+
+from .conftest import start_server
+
+GO_MODULE = Path(__file__).resolve().parents[1] / "clients" / "go"
+PACKAGES = ("inference", "prediction", "monitoring", "encoding", "consensus")
+
+
+@pytest.fixture(scope="module")
+def go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        if os.environ.get("CI"):
+            pytest.fail("go is not installed, and CI must run the Go client's tests")
+        pytest.skip("go is not installed: the Go client's tests need it")
+    return go
+
+
+def test_go_client_and_drop_in_packages_against_a_real_server(go):
+    running = start_server(bundled_models(), metrics_port=-1)
+    try:
+        env = {**os.environ, "DWCP_INFERENCE_TARGET": f"127.0.0.1:{running.port}"}
+        proc = subprocess.run([go, "test", "-count=1", "-v", "./..."], cwd=GO_MODULE, env=env,
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        running.stop(0)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "SKIP" not in out, out[-5000:]
+    for pkg in PACKAGES:
+        assert f"ok  \tgithub.com/dwcp/inference/clients/go/{pkg}" in out, out[-3000:]
+    for example in ("ExampleLSTMPredictor", "ExampleInferenceDetector", "ExampleCompressionSelector",
+                    "ExampleAnomalyDetector_CheckConsensusLatency"):
+        assert f"--- PASS: {example}" in out
+
+
+def test_go_vet(go):
+    proc = subprocess.run([go, "vet", "./..."], cwd=GO_MODULE, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
