@@ -45,6 +45,22 @@ def test_go_client_and_drop_in_packages_against_a_real_server(go):
         assert f"--- PASS: {example}" in out
 
 
-def test_go_vet(go):
+def test_go_vet_and_gofmt_are_clean(go):
     proc = subprocess.run([go, "vet", "./..."], cwd=GO_MODULE, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    gofmt = Path(go).with_name("gofmt")
+    unformatted = subprocess.run([str(gofmt), "-l", "."], cwd=GO_MODULE, capture_output=True, text=True,
+                                 check=True).stdout
+    assert unformatted == "", f"gofmt -l lists: {unformatted}"
+
+
+def test_the_drop_in_example_program_runs(go):
+    running = start_server(bundled_models(), metrics_port=-1)
+    try:
+        proc = subprocess.run([go, "run", "./examples/dropin", "-target", f"127.0.0.1:{running.port}"],
+                              cwd=GO_MODULE, capture_output=True, text=True, timeout=600)
+    finally:
+        running.stop(0)
+    assert proc.returncode == 0, proc.stderr
+    assert "model bandwidth_predictor:1" in proc.stdout
+    assert "anomaly: " in proc.stdout and "error_rate" in proc.stdout

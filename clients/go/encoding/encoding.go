@@ -47,17 +47,33 @@ var defaultLinks = map[NetworkMode]Link{
 var linkTypes = map[NetworkMode]pb.LinkType{ModeDatacenter: pb.LinkType_LINK_TYPE_DC,
 	ModeInternet: pb.LinkType_LINK_TYPE_WAN, ModeHybrid: pb.LinkType_LINK_TYPE_METRO}
 
+// Fallback answers when the service cannot.
+type Fallback func(data []byte, mode NetworkMode) CompressionAlgorithm
+
+// Selection is a choice and where it came from.
+type Selection struct {
+	Algorithm    CompressionAlgorithm
+	FromFallback bool
+	ModelVersion string // the model version that chose, or "fallback"
+	Err          error  // why the service could not answer, when FromFallback
+}
+
 // CompressionSelector picks a codec for each payload.
 type CompressionSelector struct {
 	client    *inference.Client
+	fallback  Fallback
 	mu        sync.Mutex
 	link      *Link
 	fallbacks atomic.Uint64
 }
 
-// NewCompressionSelector returns a selector using client.
-func NewCompressionSelector(client *inference.Client) *CompressionSelector {
-	return &CompressionSelector{client: client}
+// NewCompressionSelector returns a selector using client; when the service cannot answer, fallback does
+// (nil: DWCPHeuristic).
+func NewCompressionSelector(client *inference.Client, fallback Fallback) *CompressionSelector {
+	if fallback == nil {
+		fallback = DWCPHeuristic
+	}
+	return &CompressionSelector{client: client, fallback: fallback}
 }
 
 // UpdateLink records the link's measured state.
@@ -68,11 +84,16 @@ func (cs *CompressionSelector) UpdateLink(l Link) {
 }
 
 // SelectCompression returns the algorithm the service predicts to be fastest for data on the link. Its
-// signature has no error, as DWCP's has none: when the service cannot answer, it falls back to DWCP's rule
-// (datacenter: none, hybrid: LZ4, internet: Zstd) and counts it in Fallbacks.
+// signature has no error, as DWCP's has none: when the service cannot answer, the fallback does (Select says
+// which answered).
 func (cs *CompressionSelector) SelectCompression(data []byte, mode NetworkMode) CompressionAlgorithm {
+	return cs.Select(data, mode).Algorithm
+}
+
+// Select is SelectCompression with the origin of the answer.
+func (cs *CompressionSelector) Select(data []byte, mode NetworkMode) Selection {
 	cs.mu.Lock()
-	link, ok := defaultLinks[mode], true
+	link := defaultLinks[mode]
 	if cs.link != nil {
 		link = *cs.link
 	}
@@ -88,17 +109,19 @@ func (cs *CompressionSelector) SelectCompression(data []byte, mode NetworkMode) 
 	resp, err := cs.client.SelectCompression(context.Background(), &pb.SelectCompressionRequest{
 		Link:    &pb.LinkState{ThroughputMbps: link.ThroughputMbps, RttMs: link.RTTMs, LinkType: lt, PacketLoss: link.PacketLoss},
 		Payload: &pb.PayloadTraits{SizeBytes: int64(len(data)), Sample: sample}})
-	if err != nil || len(data) == 0 {
+	if err != nil {
 		cs.fallbacks.Add(1)
-		return heuristic(mode)
+		return Selection{Algorithm: cs.fallback(data, mode), FromFallback: true, ModelVersion: "fallback", Err: err}
 	}
-	return CompressionAlgorithm(inference.Algorithm(resp.GetDecision().GetChoice()))
+	return Selection{Algorithm: CompressionAlgorithm(inference.Algorithm(resp.GetDecision().GetChoice())),
+		ModelVersion: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion()}
 }
 
 // Fallbacks counts the selections made by the fallback rule.
 func (cs *CompressionSelector) Fallbacks() uint64 { return cs.fallbacks.Load() }
 
-func heuristic(mode NetworkMode) CompressionAlgorithm {
+// DWCPHeuristic is DWCP's rule by mode: datacenter none, hybrid LZ4, internet Zstd.
+func DWCPHeuristic(_ []byte, mode NetworkMode) CompressionAlgorithm {
 	switch mode {
 	case ModeDatacenter:
 		return None

@@ -20,7 +20,7 @@ func ExampleCompressionSelector() {
 		panic(err)
 	}
 	defer client.Close()
-	cs := encoding.NewCompressionSelector(client)
+	cs := encoding.NewCompressionSelector(client, nil)
 	text := bytes.Repeat([]byte("consensus proposal committed by node-7; "), 20000)
 	noise := make([]byte, 1<<20)
 	rand.Read(noise)
@@ -37,8 +37,13 @@ func ExampleCompressionSelector() {
 func TestFallsBackWhenTheServiceIsDown(t *testing.T) {
 	client, _ := inference.New(inference.WithTarget("127.0.0.1:1"), inference.WithRetries(1, 0))
 	defer client.Close()
-	cs := encoding.NewCompressionSelector(client)
-	if got := cs.SelectCompression([]byte("x"), encoding.ModeDatacenter); got != encoding.None || cs.Fallbacks() != 1 {
-		t.Fatalf("got %v with %d fallbacks", got, cs.Fallbacks())
+	always := func([]byte, encoding.NetworkMode) encoding.CompressionAlgorithm { return encoding.Brotli }
+	cs := encoding.NewCompressionSelector(client, always)
+	sel := cs.Select([]byte("x"), encoding.ModeDatacenter)
+	if sel.Algorithm != encoding.Brotli || !sel.FromFallback || sel.Err == nil || cs.Fallbacks() != 1 {
+		t.Fatalf("got %+v with %d fallbacks", sel, cs.Fallbacks())
+	}
+	if got := encoding.NewCompressionSelector(client, nil).SelectCompression(nil, encoding.ModeHybrid); got != encoding.LZ4 {
+		t.Fatalf("default fallback gave %v for hybrid, want LZ4", got)
 	}
 }

@@ -73,3 +73,21 @@ func TestDNSTargetWithRoundRobin(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFallbackDetectorAnswersWhenTheServiceIsDown(t *testing.T) {
+	client, _ := inference.New(inference.WithTarget("127.0.0.1:1"), inference.WithRetries(1, 0))
+	defer client.Close()
+	d := monitoring.NewInferenceDetector(client)
+	d.Fallback = &monitoring.ThresholdDetector{}
+	normal := []*monitoring.MetricVector{{Latency: 20}, {Latency: 22}}
+	if err := d.Train(context.Background(), normal); err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.Detect(context.Background(), &monitoring.MetricVector{Latency: 100, CPUUsage: 0.3})
+	if err != nil || a == nil || a.ModelType != "fallback:static_threshold" || a.MetricName != "latency" {
+		t.Fatalf("got %+v, %v", a, err)
+	}
+	if d.Fallbacks() != 1 {
+		t.Fatalf("fallbacks %d", d.Fallbacks())
+	}
+}

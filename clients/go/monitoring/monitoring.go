@@ -5,6 +5,7 @@ package monitoring
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
@@ -70,6 +71,9 @@ type InferenceDetector struct {
 	client   *inference.Client
 	P99Ratio float64
 	Baseline *pb.NodeMetrics
+	// Fallback, when set, answers when the service cannot; its anomalies' ModelType starts with "fallback:".
+	Fallback  Detector
+	fallbacks atomic.Uint64
 }
 
 var _ Detector = (*InferenceDetector)(nil)
@@ -84,14 +88,20 @@ func NewInferenceDetector(client *inference.Client) *InferenceDetector {
 // Name identifies the detector.
 func (d *InferenceDetector) Name() string { return "inference:reliability_detector" }
 
-// Train checks normalData and returns: the model is trained offline (dwcp-inference train reliability
-// --data nodes.csv) and served as a new version, so there is nothing to fit in-process.
+// Train fits the fallback, if any. The service's model is trained offline (dwcp-inference train reliability
+// --data nodes.csv) and served as a new version, so there is nothing else to fit in-process.
 func (d *InferenceDetector) Train(ctx context.Context, normalData []*MetricVector) error {
 	if len(normalData) == 0 {
 		return fmt.Errorf("monitoring: no normal data")
 	}
+	if d.Fallback != nil {
+		return d.Fallback.Train(ctx, normalData)
+	}
 	return ctx.Err()
 }
+
+// Fallbacks counts the calls the fallback answered.
+func (d *InferenceDetector) Fallbacks() uint64 { return d.fallbacks.Load() }
 
 // Detect returns an Anomaly when the node's metrics are anomalous, nil when they are not.
 func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anomaly, error) {
@@ -100,6 +110,12 @@ func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anoma
 		ConnectionFailures: d.Baseline.GetConnectionFailures(), PacketLossRate: m.PacketLoss, CpuUsage: m.CPUUsage,
 		MemoryUsage: m.MemoryUsage, DiskIoMbps: d.Baseline.GetDiskIoMbps()}
 	a, err := d.DetectNode(ctx, n)
+	if err != nil && d.Fallback != nil {
+		d.fallbacks.Add(1)
+		if a, err = d.Fallback.Detect(ctx, m); a != nil {
+			a.ModelType = "fallback:" + d.Fallback.Name()
+		}
+	}
 	if a != nil {
 		a.Timestamp = m.Timestamp
 	}
@@ -147,4 +163,46 @@ func confidence(v *pb.AnomalyVerdict) float64 {
 		return 0.5
 	}
 	return 1 - 0.5*t/s
+}
+
+// ThresholdDetector is a static-threshold Detector, the kind DWCP used before models: errors above 5%, loss
+// above 2%, CPU or memory above 95%, or latency above 3x its normal mean (learned by Train).
+type ThresholdDetector struct {
+	normalLatency float64
+}
+
+var _ Detector = (*ThresholdDetector)(nil)
+
+// Name identifies the detector.
+func (t *ThresholdDetector) Name() string { return "static_threshold" }
+
+// Train learns the normal mean latency.
+func (t *ThresholdDetector) Train(ctx context.Context, normalData []*MetricVector) error {
+	if len(normalData) == 0 {
+		return fmt.Errorf("monitoring: no normal data")
+	}
+	sum := 0.0
+	for _, m := range normalData {
+		sum += m.Latency
+	}
+	t.normalLatency = sum / float64(len(normalData))
+	return ctx.Err()
+}
+
+// Detect flags the first metric over its threshold.
+func (t *ThresholdDetector) Detect(_ context.Context, m *MetricVector) (*Anomaly, error) {
+	checks := []struct {
+		name             string
+		value, threshold float64
+	}{{"error_rate", m.ErrorRate, 0.05}, {"packet_loss", m.PacketLoss, 0.02}, {"cpu_usage", m.CPUUsage, 0.95},
+		{"memory_usage", m.MemoryUsage, 0.95}, {"latency", m.Latency, 3 * t.normalLatency}}
+	for _, c := range checks {
+		if c.threshold > 0 && c.value > c.threshold {
+			return &Anomaly{Timestamp: m.Timestamp, MetricName: c.name, Value: c.value, Expected: c.threshold,
+				Deviation: c.value / c.threshold, Severity: SeverityWarning, Confidence: 0.5,
+				ModelType: t.Name(), Description: fmt.Sprintf("%s %.4g over its threshold %.4g", c.name,
+					c.value, c.threshold), Context: map[string]interface{}{}}, nil
+		}
+	}
+	return nil, nil
 }

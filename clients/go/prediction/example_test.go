@@ -87,3 +87,26 @@ func TestFollowsTheLink(t *testing.T) {
 		t.Fatalf("slow %v fast %v (%v %v)", slow, fast, err1, err2)
 	}
 }
+
+func TestFallbackAnswersWhenTheServiceIsDown(t *testing.T) {
+	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.ReloadModel(servertest.Target()); err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // closed: every call fails
+	if _, err := p.Predict(history(30, 500)); err == nil {
+		t.Fatal("a closed predictor without fallback answered")
+	}
+	p.SetFallback(prediction.HarmonicMeanFallback(5 * time.Minute))
+	pred, err := p.Predict(history(30, 500))
+	if err != nil || pred.ModelVersion != "fallback:harmonic_mean_5" || p.Fallbacks() != 1 {
+		t.Fatalf("got %+v, %v", pred, err)
+	}
+	if pred.PredictedBandwidthMbps < 500 || pred.PredictedBandwidthMbps > 505 {
+		t.Fatalf("harmonic mean of 500..504 is %v", pred.PredictedBandwidthMbps)
+	}
+}

@@ -53,19 +53,26 @@ type PredictionRecord struct {
 // TargetEnv names the environment variable read when NewLSTMPredictor is given a model file path.
 const TargetEnv = "DWCP_INFERENCE_TARGET"
 
+var errClosed = fmt.Errorf("prediction: predictor is closed")
+
 // maxPending bounds the predictions kept waiting for their actual sample.
 const maxPending = 1024
 
+// Fallback answers when the service cannot. Its prediction's ModelVersion should start with "fallback:".
+type Fallback func(history []NetworkSample) (*BandwidthPrediction, error)
+
 // LSTMPredictor predicts link bandwidth through the inference service.
 type LSTMPredictor struct {
-	mu       sync.Mutex
-	client   *inference.Client
-	metrics  PredictorMetrics
-	totalMs  float64
-	errSum   float64
-	errCount int
-	pending  []pending
-	history  []PredictionRecord
+	mu        sync.Mutex
+	client    *inference.Client
+	fallback  Fallback
+	fallbacks uint64
+	metrics   PredictorMetrics
+	totalMs   float64
+	errSum    float64
+	errCount  int
+	pending   []pending
+	history   []PredictionRecord
 }
 
 type pending struct {
@@ -99,17 +106,27 @@ func (p *LSTMPredictor) Predict(history []NetworkSample) (*BandwidthPrediction, 
 	p.mu.Lock()
 	client := p.client
 	p.mu.Unlock()
-	if client == nil {
-		return nil, fmt.Errorf("prediction: predictor is closed")
-	}
 	req := &pb.PredictBandwidthRequest{History: &pb.LinkHistory{Samples: make([]*pb.NetworkSample, len(history))}}
 	for i, s := range history {
 		req.History.Samples[i] = ToProto(s)
 	}
 	start := time.Now()
-	resp, err := client.PredictBandwidth(context.Background(), req)
+	var resp *pb.PredictBandwidthResponse
+	err := errClosed
+	if client != nil {
+		resp, err = client.PredictBandwidth(context.Background(), req)
+	}
 	if err != nil {
-		return nil, err
+		p.mu.Lock()
+		fallback := p.fallback
+		if fallback != nil {
+			p.fallbacks++
+		}
+		p.mu.Unlock()
+		if fallback == nil {
+			return nil, err
+		}
+		return fallback(history)
 	}
 	elapsed := float64(time.Since(start).Microseconds()) / 1000
 	r := resp.GetPrediction()
@@ -170,6 +187,40 @@ func (p *LSTMPredictor) UpdateActual(timestamp time.Time, actual NetworkSample) 
 		// Best effort: live accuracy on the server is a report, not part of the caller's path.
 		_, _ = client.ReportOutcome(context.Background(), &pb.ReportOutcomeRequest{PredictionId: q.id,
 			Outcome: &pb.ReportOutcomeRequest_ActualNetwork{ActualNetwork: ToProto(actual)}})
+	}
+}
+
+// SetFallback makes f answer Predict when the service cannot (nil: return the service's error).
+func (p *LSTMPredictor) SetFallback(f Fallback) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fallback = f
+}
+
+// Fallbacks counts the predictions the fallback made.
+func (p *LSTMPredictor) Fallbacks() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fallbacks
+}
+
+// HarmonicMeanFallback predicts the harmonic mean of the last 5 bandwidths (as MPC video streaming does) and
+// the last sample's latency, loss and jitter, with confidence 0.3, valid for interval after the last sample.
+func HarmonicMeanFallback(interval time.Duration) Fallback {
+	return func(history []NetworkSample) (*BandwidthPrediction, error) {
+		if len(history) == 0 {
+			return nil, fmt.Errorf("prediction: fallback needs at least one sample")
+		}
+		last := history[len(history)-1]
+		tail := history[max(0, len(history)-5):]
+		inv := 0.0
+		for _, s := range tail {
+			inv += 1 / math.Max(s.BandwidthMbps, 1e-9)
+		}
+		return &BandwidthPrediction{PredictedBandwidthMbps: float64(len(tail)) / inv, PredictedLatencyMs: last.LatencyMs,
+			PredictedPacketLoss: last.PacketLoss, PredictedJitterMs: last.JitterMs, Confidence: 0.3,
+			ValidUntil: last.Timestamp.Add(interval), ModelVersion: "fallback:harmonic_mean_5",
+			PredictionTime: time.Now()}, nil
 	}
 }
 
