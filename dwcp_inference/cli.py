@@ -17,6 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _train_parser(sub)
+    e = sub.add_parser("evaluate", help="run a served model version on held-out data beside the baselines",
+                       description="Evaluate a model version of a repository, through the server's runtime, on "
+                                   "the held-out part of DATA (the split training used), beside the baselines. "
+                                   "Needs the train extra.")
+    e.add_argument("model", choices=["bandwidth", "compression"])
+    e.add_argument("--repository", type=Path, required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv")
+    e.add_argument("--interval-ms", type=int, default=1000, help="mahimahi: throughput interval (default 1000)")
+    e.add_argument("--version", default="", help="default: the version the server would serve")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+    from dwcp_inference import admin_cli
+
+    admin_cli.add_parser(sub)
     v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would")
     v.add_argument("--repository", type=Path, help="model repository (default: the bundled models)")
     h = sub.add_parser("health", help="ask a server's grpc.health.v1 service; exit 1 unless SERVING")
@@ -26,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "train": _train, "verify": _verify, "health": _health}[args.command](args)
+    return {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
+            "models": admin_cli.run}[args.command](args)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,10 +79,16 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", choices=["bandwidth", "compression", "reliability", "consensus", "all"])
     p.add_argument("--out", type=Path, required=True, help="model repository to publish into")
     p.add_argument("--data", type=Path, help="CSV in the model's schema (docs/data.md); default: generated data")
-    p.add_argument("--format", choices=["csv"], default="csv", help="format of --data (default %(default)s)")
+    p.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv",
+                   help="format of --data: csv (docs/data.md), mahimahi traces (bandwidth), or a payload "
+                        "corpus directory (compression) (default %(default)s)")
+    p.add_argument("--interval-ms", type=int, default=1000,
+                   help="mahimahi: throughput interval in milliseconds (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
     p.add_argument("--report", type=Path, help="write the held-out metrics as Markdown here")
+    p.add_argument("--force", action="store_true",
+                   help="publish a model even when it misses its targets or loses to a baseline")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -76,25 +97,38 @@ def _train(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"training needs the train extra (pip install 'dwcp-inference[train]'): {e}", file=sys.stderr)
         return 2
+    from dwcp_inference.training.common import GateError
     from dwcp_inference.training.data.csv_schema import DataError
 
     models = jobs.MODELS if args.model == "all" else (args.model,)
     if args.data is not None and len(models) > 1:
         print("--data is one model's CSV: name the model, not 'all'", file=sys.stderr)
         return 2
-    results = []
+    results, failed = [], []
     for m in models:
         try:
-            results.append(jobs.run(m, args.out, data=args.data, seed=args.seed,
-                                    size="quick" if args.quick else "full"))
+            results.append(jobs.run(m, args.out, data=args.data, fmt=args.format, interval_ms=args.interval_ms,
+                                    seed=args.seed, size="quick" if args.quick else "full", force=args.force))
         except DataError as e:
             print(f"refusing to train {m}: {e}", file=sys.stderr)
             return 2
+        except GateError as e:
+            print(f"gate: {e}", file=sys.stderr)
+            failed.append(m)
     report = "\n\n".join(r["report"] for r in results)
     print("\n" + report)
     if args.report:
         args.report.write_text(f"# Held-out metrics\n\n{report}\n")
+    if failed:
+        print(f"not published (missed targets or lost to a baseline): {failed}", file=sys.stderr)
+        return 3
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dwcp_inference.evaluate import main as evaluate
+
+    return evaluate(args)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -47,6 +47,10 @@ class LatencyAnswer:
 def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[BandwidthAnswer]:
     x, out = rt.infer(columns)
     pred = decode_targets(rt.meta.targets, next(iter(out.values())))
+    for name in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"):  # a model may predict fewer:
+        if name not in pred:                                                   # those keep their last value
+            last = columns.get(name)
+            pred[name] = np.zeros(len(x)) if last is None else np.asarray(last, dtype=np.float64)[:, -1]
     d = rt.meta.decision
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
     cv = bw.std(axis=1) / np.maximum(bw.mean(axis=1), 1e-9)

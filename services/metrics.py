@@ -20,10 +20,15 @@ class Metrics:
         self.batch_size = Histogram("dwcp_inference_batch_size", "Items per batch RPC.", ["rpc"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.model_info = Gauge("dwcp_inference_model_info",
-                                "A loaded model version (1 when it serves by default, 0 when only on request).",
-                                ["model", "version", "loaded_at"], registry=r)
-        self.loads = Counter("dwcp_inference_model_loads_total", "Model version loads, by result.",
+                                "A loaded model version (1 when it serves by default, 0 when only on request), "
+                                "with its labels.", ["model", "version", "labels", "loaded_at"], registry=r)
+        self.loads = Counter("dwcp_inference_model_loads_total",
+                             "Model version events: loaded, refused (failed verification) or unloaded.",
                              ["model", "result"], registry=r)
+        self.reloads = Counter("dwcp_inference_repository_reloads_total",
+                               "Rescans of the repository that changed what is loaded.", registry=r)
+        self.refused = Gauge("dwcp_inference_refused_versions", "Versions on disk that failed verification.",
+                             ["model"], registry=r)
         self.outcomes = Counter("dwcp_inference_outcomes_total", "Outcomes reported, by model and version.",
                                 ["model", "version"], registry=r)
         self.live = Gauge("dwcp_inference_live_accuracy",

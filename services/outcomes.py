@@ -20,6 +20,8 @@ class _Tally:
     tp: int = 0
     fp: int = 0
     fn: int = 0
+    count: int = 0
+    figures: dict = field(default_factory=dict)
 
 
 class OutcomeTracker:
@@ -66,7 +68,15 @@ class OutcomeTracker:
                 t.fp += predicted and not actual
                 t.fn += (not predicted) and actual
                 figures = {"precision": t.tp / max(t.tp + t.fp, 1), "recall": t.tp / max(t.tp + t.fn, 1)}
+            t.figures = figures
+            t.count += 1
         for metric, value in figures.items():
             self.metrics.live.labels(model, version, metric).set(value)
         self.metrics.outcomes.labels(model, version).inc()
         return model, version
+
+    def live(self, model: str, version: str) -> tuple[dict[str, float], int]:
+        """The version's live accuracy figures and how many outcomes they rest on."""
+        with self._lock:
+            t = self._tallies.get((model, version))
+            return (dict(t.figures), t.count) if t else ({}, 0)

@@ -1,4 +1,5 @@
-"""Wiring: the gRPC server with the inference servicer, health, reflection and the metrics endpoint."""
+"""Wiring: the gRPC server with the inference servicer, health, reflection, the metrics endpoint, the
+repository watcher, and the admin API on its own port."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -14,9 +15,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dwcp_inference import MODEL_KINDS
+from dwcp_inference.api import admin_pb2, admin_pb2_grpc
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
+from .admin import AdminServicer
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
@@ -25,6 +28,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -32,31 +38,77 @@ class Running:
     server: grpc.Server
     port: int
     metrics_port: int | None
+    admin_port: int | None
     repository: Repository
     metrics: Metrics
     health: health.HealthServicer
+    admin_server: grpc.Server | None = None
     _metrics_server: Any = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Bring health and the model-info gauge in line with what is loaded."""
+        serving = self.repository.serving()
+        policies = self.repository.policies()
+        self.metrics.model_info.clear()
+        for name, versions in self.repository.loaded().items():
+            labels = policies[name].labels
+            for version, rt in versions.items():
+                tags = ",".join(sorted(lb for lb, v in labels.items() if v == version))
+                self.metrics.model_info.labels(name, version, tags, f"{rt.loaded_at:.0f}").set(
+                    1 if serving.get(name) is rt else 0)
+        refused: dict[str, int] = {m: 0 for m in MODEL_KINDS}
+        for r in self.repository.refused:
+            refused[r.model] += 1
+        for name, count in refused.items():
+            self.metrics.refused.labels(name).set(count)
+        if self._stop.is_set():
+            return
+        for name in MODEL_KINDS:
+            self.health.set(name, SERVING if name in serving else NOT_SERVING)
+        overall = SERVING if serving else NOT_SERVING
+        self.health.set("", overall)
+        self.health.set(SERVICE_NAME, overall)
+
+    def watch(self, every: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    if self.repository.reload():
+                        self.metrics.reloads.inc()
+                        self.refresh()
+                except Exception:  # a scan that fails must not stop the next one
+                    log.exception("repository reload failed")
+
+        self._watcher = threading.Thread(target=loop, name="repository-watcher", daemon=True)
+        self._watcher.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Stop taking RPCs, let in-flight ones finish within `grace` seconds, then stop."""
+        self._stop.set()
         for name in ("", SERVICE_NAME, *MODEL_KINDS):
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.health.set(name, NOT_SERVING)
+        if self.admin_server is not None:
+            self.admin_server.stop(0)
         self.server.stop(grace).wait()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
 
 def start(settings: Settings) -> Running:
-    repo = Repository(settings.resolved_repository(), settings.session_threads)
-    repo.load_all()
     metrics = Metrics()
-    _record_models(repo, metrics)
+    repo = Repository(settings.resolved_repository(), settings.session_threads,
+                      listener=lambda model, version, event: metrics.loads.labels(model, event).inc())
+    repo.load_all()
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
-               ("grpc.max_send_message_length", settings.max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers,
-                                                    thread_name_prefix="rpc"), options=options)
-    pb_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(repo, OutcomeTracker(metrics), metrics, settings.max_batch), server)
+               ("grpc.max_send_message_length", settings.max_message_bytes),
+               ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]  # clients keepalive every 30s
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+                         options=options)
+    outcomes = OutcomeTracker(metrics)
+    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(repo, outcomes, metrics, settings.max_batch),
+                                                   server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -64,39 +116,35 @@ def start(settings: Settings) -> Running:
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    serving = repo.serving()
-    for name in MODEL_KINDS:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if name in serving
-                            else health_pb2.HealthCheckResponse.NOT_SERVING)
-    overall = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    health_servicer.set("", overall)
-    health_servicer.set(SERVICE_NAME, overall)
-    metrics_server, metrics_port = None, None
+    running = Running(server, port, None, None, repo, metrics, health_servicer)
+    running.refresh()
+    if settings.admin_port >= 0:
+        admin = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin"))
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(repo, outcomes, metrics, running.refresh),
+                                                          admin)
+        reflection.enable_server_reflection((ADMIN_SERVICE_NAME, reflection.SERVICE_NAME), admin)
+        running.admin_port = admin.add_insecure_port(f"{settings.admin_host}:{settings.admin_port}")
+        if running.admin_port == 0:
+            raise OSError(f"cannot listen on {settings.admin_host}:{settings.admin_port} (admin)")
+        running.admin_server = admin
+        admin.start()
     if settings.metrics_port >= 0:
-        metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host)
-        metrics_port = metrics_server.server_port
+        running._metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host)
+        running.metrics_port = running._metrics_server.server_port
     server.start()
-    log.info("serving %s on %s:%d (metrics on %s), models: %s", SERVICE_NAME, settings.host, port, metrics_port,
-             {m: rt.version for m, rt in serving.items()})
-    return Running(server, port, metrics_port, repo, metrics, health_servicer, metrics_server)
-
-
-def _record_models(repo: Repository, metrics: Metrics) -> None:
-    serving = repo.serving()
-    for name, versions in repo.loaded().items():
-        for version, rt in versions.items():
-            default = serving.get(name) is rt
-            metrics.model_info.labels(name, version, f"{rt.loaded_at:.0f}").set(1 if default else 0)
-            metrics.loads.labels(name, "loaded").inc()
-    for refusal in repo.refused:
-        metrics.loads.labels(refusal.model, "refused").inc()
+    if settings.poll_seconds > 0:
+        running.watch(settings.poll_seconds)
+    log.info("serving %s on %s:%d (metrics on %s, admin on %s), models: %s", SERVICE_NAME, settings.host, port,
+             running.metrics_port, running.admin_port, {m: rt.version for m, rt in repo.serving().items()})
+    return running
 
 
 def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_seconds."""
     running = start(settings)
     print(f"dwcp-inference serving on {settings.host}:{running.port}"
-          + (f", metrics on :{running.metrics_port}/metrics" if running.metrics_port else ""), flush=True)
+          + (f", metrics on :{running.metrics_port}/metrics" if running.metrics_port else "")
+          + (f", admin on {settings.admin_host}:{running.admin_port}" if running.admin_port else ""), flush=True)
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

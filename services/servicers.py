@@ -16,7 +16,7 @@ from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.features import FeatureError
 
 from . import convert, decisions
-from .errors import InferenceError, InvalidInput, ModelNotFound
+from .errors import InferenceError, InvalidInput
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
@@ -64,9 +64,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self.max_batch = max_batch
 
     def _model(self, name: str, selector: pb.ModelSelector) -> ModelRuntime:
-        if selector.label and selector.label != "latest":
-            raise ModelNotFound(f"model.label: no label {selector.label!r} on {name} (labels: ['latest'])")
-        return self.repo.get(name, selector.version)
+        return self.repo.get(name, selector.version, selector.label)
 
     def _decide(self, decide: Callable, rt: ModelRuntime, batch: convert.Batch) -> list:
         try:

@@ -27,6 +27,9 @@ class Settings:
     max_batch: int = 1024               # items per batch RPC
     max_message_bytes: int = 4 << 20
     grace_seconds: float = 10.0         # how long in-flight RPCs may finish after SIGTERM
+    poll_seconds: float = 2.0           # how often the repository is rescanned; 0 disables
+    admin_host: str = "127.0.0.1"       # the admin API: loopback unless chosen otherwise
+    admin_port: int = 50052             # 0 picks a free port; -1 disables the admin API
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

@@ -23,7 +23,8 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dwcp_inference.training import jobs
 
     root = tmp_path_factory.mktemp("repo")
-    results = {m: jobs.run(m, root, size="quick", seed=0) for m in jobs.MODELS}
+    # Quick models are smoke-sized: they need not pass the promotion gate.
+    results = {m: jobs.run(m, root, size="quick", seed=0, force=True) for m in jobs.MODELS}
     (root / "results.json").write_text(json.dumps(results, default=float))
     return root
 
@@ -42,7 +43,7 @@ def repo_copy(trained_repo: Path, tmp_path: Path) -> Path:
 
 
 def start_server(repository: Path, **kw):
-    kw = {"host": "127.0.0.1", "port": 0, "metrics_host": "127.0.0.1", "metrics_port": 0, **kw}
+    kw = {"host": "127.0.0.1", "port": 0, "metrics_host": "127.0.0.1", "metrics_port": 0, "admin_port": 0, **kw}
     settings = Settings(repository=repository, **kw)
     return start(settings)
 

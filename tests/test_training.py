@@ -75,3 +75,19 @@ def test_csv_loader_reads_the_schema_and_refuses_broken_data(tmp_path):
         bad.write_text(body)
         with pytest.raises(DataError, match=message):
             load_csv(bad, "bandwidth_predictor")
+
+
+def test_a_model_that_misses_its_targets_is_not_published_unless_forced(tmp_path):
+    from dwcp_inference.training import reliability
+    from dwcp_inference.training.common import GateError
+
+    cols = generators.node_metrics(nodes=10, steps=300, seed=2)
+    cols["is_anomaly"] = np.random.default_rng(0).permutation(cols["is_anomaly"])  # labels carry no signal
+    with pytest.raises(GateError, match="not published: recall"):
+        reliability.train(cols, tmp_path, source="test", trees=10, quiet=True)
+    assert not any((tmp_path / "reliability_detector").glob("[0-9]*"))
+    result = reliability.train(cols, tmp_path, source="test", trees=10, quiet=True, force=True)
+    from dwcp_inference import metadata
+
+    gate = metadata.read(tmp_path / "reliability_detector" / result["version"]).metrics["gate"]
+    assert gate["forced"] and not gate["passed"] and gate["failures"]

@@ -58,3 +58,15 @@ def provenance(columns: Mapping[str, np.ndarray], source: str, seed: int, rows: 
 def take(columns: Mapping[str, np.ndarray], idx: Any) -> dict[str, np.ndarray]:
     """The same rows (a slice, mask or index array) of every column."""
     return {k: np.asarray(v)[idx] for k, v in columns.items()}
+
+
+class GateError(RuntimeError):
+    """A trained model missed its targets or lost to a baseline; it is not published unless forced."""
+
+
+def gate(name: str, failures: list[str], force: bool) -> dict[str, Any]:
+    """The promotion gate: raise GateError listing `failures` unless there are none or the operator forces it.
+    Returns the record kept in the metadata."""
+    if failures and not force:
+        raise GateError(f"{name} not published: " + "; ".join(failures) + " (--force publishes it anyway)")
+    return {"passed": not failures, "forced": bool(failures) and force, "failures": failures}

@@ -12,9 +12,10 @@ import numpy as np
 from dwcp_inference.features import Feature, PayloadTraits, RawField, fit_scaling, transform
 from dwcp_inference.metadata import ModelMetadata
 
-from .common import provenance, seed_everything, take
+from .common import gate, provenance, seed_everything, take
 from .data.generators import LINK_TYPES
-from .data.payloads import CODECS, chunk_ratios, goodput_mbps, random_links, synthetic_chunks, transfer_seconds
+from .data.payloads import (CODECS, chunk_ratios, corpus_chunks, goodput_mbps, measure, random_links,
+                            synthetic_chunks, transfer_seconds)
 from .evaluation import table
 
 NAME = "compression_selector"
@@ -57,6 +58,26 @@ def generate(rows: int = 20000, chunks: int = 160, seed: int = 0) -> dict[str, n
     return cols
 
 
+def corpus_rows(files: list[tuple[str, bytes]], links_per_chunk: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
+    """Rows from a real payload corpus: each chunk really compressed and timed on this machine (payloads.measure),
+    sent over random links. The first 70% of each file trains, the next 15% validates, the last 15% tests."""
+    rng = np.random.default_rng(seed)
+    chunks, names, position = corpus_chunks(files)
+    ratios, comp, decomp = measure(chunks)
+    traits = [PayloadTraits.from_sample(len(c), c[:SAMPLE_BYTES]) for c in chunks]
+    idx = np.repeat(np.arange(len(chunks)), links_per_chunk)
+    cols = random_links(len(idx), rng)
+    size = np.array([len(chunks[i]) for i in idx], dtype=float)
+    goodput = goodput_mbps(cols["throughput_mbps"], cols["rtt_ms"], cols["packet_loss"])
+    cols["seconds"] = comp[idx] + size[:, None] * ratios[idx] * 8 / (goodput[:, None] * 1e6) + decomp[idx]
+    cols.update(size_bytes=size, chunk=idx, file=np.array(names)[idx],
+                payload_entropy=np.array([traits[i].entropy for i in idx]),
+                payload_ratio=np.array([traits[i].ratio for i in idx]),
+                split=np.select([position[idx] < 0.7, position[idx] < 0.85], [0, 1], 2))
+    cols["best_choice"] = cols["seconds"].argmin(axis=1)
+    return cols
+
+
 def _with_costs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns with `seconds` [N, choices], `best_choice` as an index and `chunk` (the payload group). A CSV
     gives per-choice times as seconds_<choice> columns, or only the best choice (then every other choice is
@@ -79,6 +100,15 @@ def _with_costs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return cols
 
 
+def split_by_payload(chunk: np.ndarray, seed: int) -> np.ndarray:
+    """0 train, 1 validation, 2 test per row, by payload chunk: the test set holds payloads never seen."""
+    groups = np.unique(chunk)
+    np.random.default_rng(seed).shuffle(groups)
+    n = len(groups)
+    return np.select([np.isin(chunk, groups[: int(n * 0.7)]), np.isin(chunk, groups[int(n * 0.7): int(n * 0.85)])],
+                     [0, 1], 2)
+
+
 def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
     """How much effective throughput a policy loses against the oracle: 1 - best_time / picked_time."""
     best = seconds.min(axis=1)
@@ -89,7 +119,7 @@ def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
 
 
 def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 64, quiet: bool = False) -> dict[str, Any]:
+          hidden: int = 64, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -99,13 +129,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
 
     seed_everything(seed)
     columns = _with_costs(columns)
-    # Split by payload: the test set holds payload chunks the model never saw.
-    groups = np.unique(columns["chunk"])
-    rng = np.random.default_rng(seed)
-    rng.shuffle(groups)
-    n = len(groups)
-    split = np.select([np.isin(columns["chunk"], groups[: int(n * 0.7)]),
-                       np.isin(columns["chunk"], groups[int(n * 0.7): int(n * 0.85)])], [0, 1], 2)
+    split = columns["split"] if "split" in columns else split_by_payload(columns["chunk"], seed)
     features = fit_scaling(FEATURES, take(columns, split == 0))
     x = torch.from_numpy(transform(features, columns))
     y = torch.from_numpy(columns["best_choice"].astype(np.int64))
@@ -126,14 +150,8 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     probs = Probabilities(model).eval()
 
     test = parts[2].numpy()
-    seconds = columns["seconds"][test]
-    names = [choice_name(c) for c in CHOICES]
-    rows = {"mlp (ours)": regret(seconds, predict(probs, x[parts[2]]).numpy().argmax(1)),
-            "always none": regret(seconds, np.zeros(len(test), int)),
-            "always zstd-3": regret(seconds, np.full(len(test), names.index("zstd-3"))),
-            "dwcp heuristic": regret(seconds, np.array([names.index(HEURISTIC[t])
-                                                        for t in columns["link_type"][test]]))}
-    report = table(f"{NAME}: held-out ({len(test)} rows on unseen payloads)", rows,
+    rows = regret_table(columns, test, predict(probs, x[parts[2]]).numpy().argmax(1))
+    report = table(f"{NAME}: held-out ({len(test)} rows, payloads not trained on)", rows,
                    ["accuracy", "throughput_regret_pct", "p95_regret_pct"])
     if not quiet:
         print(report, flush=True)
@@ -149,5 +167,19 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     held_out = x[parts[2]][:512]
     onnx_bytes = onnx_export.from_torch(probs, held_out[:2], "features", ["probabilities"])
     reference = {"probabilities": predict(probs, held_out).numpy()}
+    ours = rows["mlp (ours)"]["throughput_regret_pct"]
+    failures = [] if ours < best_baseline else [f"regret {ours:.2f}% does not beat the best baseline's "
+                                                f"{best_baseline:.2f}%"]
+    meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
     return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+
+
+def regret_table(columns: dict[str, np.ndarray], rows: np.ndarray, picked: np.ndarray) -> dict[str, dict[str, float]]:
+    """The model's picks on `rows` beside always-none, always-zstd-3 and DWCP's heuristic, against the oracle."""
+    seconds = columns["seconds"][rows]
+    names = [choice_name(c) for c in CHOICES]
+    return {"mlp (ours)": regret(seconds, picked),
+            "always none": regret(seconds, np.zeros(len(rows), int)),
+            "always zstd-3": regret(seconds, np.full(len(rows), names.index("zstd-3"))),
+            "dwcp heuristic": regret(seconds, np.array([names.index(HEURISTIC[t]) for t in columns["link_type"][rows]]))}

@@ -12,7 +12,7 @@ import numpy as np
 from dwcp_inference.features import Feature, RawField, fit_scaling, transform
 from dwcp_inference.metadata import ModelMetadata
 
-from .common import provenance, seed_everything, take, time_split
+from .common import gate, provenance, seed_everything, take, time_split
 from .data.generators import CONSENSUS_ANOMALIES, CONSENSUS_TYPES, DWCP_MODES, NETWORK_TIERS
 from .evaluation import best_accuracy_threshold, detection, table
 
@@ -56,7 +56,7 @@ def rows_to_windows(columns: dict[str, np.ndarray], window: int = WINDOW) -> dic
 
 
 def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 32, quiet: bool = False) -> dict[str, Any]:
+          hidden: int = 32, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -107,6 +107,12 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     held_out = x[te.start:te.start + 512]
     onnx_bytes = onnx_export.from_torch(scorer, held_out[:2], "window", ["score", "feature_errors"])
     score, errors = predict(scorer, held_out)
+    static = rows["static p99 threshold"]
+    failures = [f for f, bad in (
+        (f"accuracy {ours['accuracy']:.3f} < {TARGET_ACCURACY}", ours["accuracy"] < TARGET_ACCURACY),
+        (f"accuracy does not beat the static threshold's {static['accuracy']:.3f}",
+         ours["accuracy"] <= static["accuracy"])) if bad]
+    meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(),
                                   {"score": score.numpy(), "feature_errors": errors.numpy()})
     return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}

@@ -7,10 +7,10 @@ from typing import Mapping
 import numpy as np
 
 
-def mape(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean absolute percentage error, in percent, over rows with y > 0."""
+def mape(y: np.ndarray, pred: np.ndarray, floor: np.ndarray | float = 1e-9) -> float:
+    """Mean absolute percentage error, in percent, over rows where y is above `floor` (per row or one value)."""
     y, pred = np.asarray(y, float), np.asarray(pred, float)
-    ok = y > 1e-9
+    ok = y > np.maximum(floor, 1e-9)
     return float(np.mean(np.abs(pred[ok] - y[ok]) / y[ok]) * 100)
 
 

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import bandwidth, compression, consensus, reliability
-from .data import generators
-from .data.csv_schema import load_csv
+from .data import generators, real
+from .data.csv_schema import DataError, load_csv
 
 MODELS = ("bandwidth", "compression", "reliability", "consensus")
 NAMES = {"bandwidth": bandwidth.NAME, "compression": compression.NAME, "reliability": reliability.NAME,
@@ -41,21 +41,40 @@ def _generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
     return make(seed=seed, **kwargs)
 
 
-def run(model: str, out: Path, *, data: Path | None = None, seed: int = 0, size: str = "full") -> dict[str, Any]:
-    """Train one model on `data` (a CSV in its schema) or on generated data, export and publish it."""
+FORMATS = {"bandwidth": ("csv", "mahimahi"), "compression": ("csv", "payloads"), "reliability": ("csv",),
+           "consensus": ("csv",)}
+
+
+def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> tuple[dict[str, np.ndarray],
+                                                                                     dict[str, Any]]:
+    """Columns of `data` in `model`'s schema, and the job arguments the format implies."""
+    if fmt not in FORMATS[model]:
+        raise DataError(f"--format {fmt}: {model} reads {list(FORMATS[model])}")
+    if fmt == "mahimahi":
+        return real.mahimahi_columns(data, interval_ms), {"timed": False}
+    if fmt == "payloads":
+        return compression.corpus_rows(real.payload_files(data)), {}
+    columns = load_csv(data, NAMES[model])
+    if model == "consensus":
+        columns = consensus.rows_to_windows(columns)
+    return columns, {}
+
+
+def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", interval_ms: int = 1000,
+        seed: int = 0, size: str = "full", force: bool = False) -> dict[str, Any]:
+    """Train one model on `data` (in `fmt`) or on generated data, export and publish it."""
     started = time.monotonic()
+    extra: dict[str, Any] = {}
     if data is not None:
-        columns = load_csv(data, NAMES[model])
-        if model == "consensus":
-            columns = consensus.rows_to_windows(columns)
-        source = f"csv:{Path(data).name}"
+        columns, extra = load(model, data, fmt, interval_ms)
+        source = f"{fmt}:{Path(data).name}"
     else:
         columns = _generate(model, seed, size)
         source = f"generator:{model}:{size}"
     print(f"[{NAMES[model]}] training on {source}", flush=True)
     job = {"bandwidth": bandwidth.train, "compression": compression.train, "reliability": reliability.train,
            "consensus": consensus.train}[model]
-    result = job(columns, Path(out), source=source, seed=seed, **SIZES[size][model][1])
+    result = job(columns, Path(out), source=source, seed=seed, force=force, **{**SIZES[size][model][1], **extra})
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
           f"in {result['seconds']}s", flush=True)

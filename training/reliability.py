@@ -13,7 +13,7 @@ import numpy as np
 from dwcp_inference.features import Feature, RawField, transform
 from dwcp_inference.metadata import ModelMetadata
 
-from .common import provenance, time_split
+from .common import gate, provenance, time_split
 from .data.generators import RELIABILITY_FEATURES
 from .evaluation import detection, table, threshold_for_fpr
 
@@ -31,7 +31,7 @@ def _scores(name: str, est: Any, x: np.ndarray) -> np.ndarray:
 
 
 def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, trees: int = 100,
-          quiet: bool = False) -> dict[str, Any]:
+          force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import sklearn
     from sklearn.ensemble import GradientBoostingClassifier, IsolationForest
 
@@ -98,5 +98,12 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
         reference = {"label": est.predict(held_out), "scores": est.decision_function(held_out)}
     else:
         reference = {"label": est.predict(held_out), "probabilities": est.predict_proba(held_out)}
+    static = rows["static threshold (any |z| > 3)"]
+    failures = [f for f, bad in (
+        (f"recall {served['recall']:.3f} < {TARGET_RECALL}", served["recall"] < TARGET_RECALL),
+        (f"false-positive rate {served['fpr']:.3f} > {TARGET_FPR}", served["fpr"] > TARGET_FPR),
+        (f"F1 {served['f1']:.3f} does not beat the static threshold's {static['f1']:.3f}",
+         served["f1"] <= static["f1"])) if bad]
+    meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out, reference, exact=["label"])
     return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}

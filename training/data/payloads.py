@@ -117,3 +117,49 @@ def random_links(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         hi = np.array([LINK_RANGES[t][i][1] for t in link_type])
         out[key] = np.exp(rng.uniform(np.log(lo), np.log(hi)))
     return out
+
+
+def measure(chunks: list[bytes], repeats: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Really compress and decompress every chunk with every codec on this machine: [chunks, codecs] of
+    compressed/original size, compression seconds and decompression seconds (best of `repeats`)."""
+    import time
+
+    import lz4.frame
+    import zstandard
+
+    ratios = np.ones((len(chunks), len(CODECS)))
+    comp = np.zeros_like(ratios)
+    decomp = np.zeros_like(ratios)
+    for j, codec in enumerate(CODECS):
+        if codec.name == "none":
+            continue
+        if codec.name == "lz4":
+            enc, dec = lz4.frame.compress, lz4.frame.decompress
+        else:
+            enc = zstandard.ZstdCompressor(level=codec.level).compress
+            dec = zstandard.ZstdDecompressor().decompress
+        for i, chunk in enumerate(chunks):
+            best_c = best_d = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                packed = enc(chunk)
+                t1 = time.perf_counter()
+                dec(packed)
+                t2 = time.perf_counter()
+                best_c, best_d = min(best_c, t1 - t0), min(best_d, t2 - t1)
+            ratios[i, j], comp[i, j], decomp[i, j] = len(packed) / len(chunk), best_c, best_d
+    return ratios, comp, decomp
+
+
+def corpus_chunks(files: list[tuple[str, bytes]], sizes: tuple[int, ...] = (4096, 16384, 65536)
+                  ) -> tuple[list[bytes], list[str], np.ndarray]:
+    """Consecutive chunks of each file at each size: (chunks, their file, their position in the file as a
+    fraction 0..1, which splits a file into earlier parts for training and later ones for testing)."""
+    chunks, names, position = [], [], []
+    for name, data in files:
+        for size in sizes:
+            for start in range(0, len(data) - size + 1, size):
+                chunks.append(data[start:start + size])
+                names.append(name)
+                position.append((start + size / 2) / len(data))
+    return chunks, names, np.array(position)

@@ -1,0 +1,90 @@
+"""`dwcp-inference models ...`: the admin API from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+MODELS = ("bandwidth_predictor", "compression_selector", "reliability_detector", "consensus_latency")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list and operate model versions through a server's admin API",
+                       description="List and operate model versions through the admin API (its own port, "
+                                   "loopback by default).")
+    p.add_argument("--admin", default="127.0.0.1:50052", help="admin HOST:PORT (default %(default)s)")
+    ops = p.add_subparsers(dest="op", required=True)
+    ls = ops.add_parser("list", help="models, versions, states, labels, live accuracy")
+    ls.add_argument("model", nargs="?", default="", choices=["", *MODELS])
+    ops.add_parser("reload", help="rescan the repository now")
+    for name, text in (("load", "load and pin a version"), ("unload", "unload and disable a version")):
+        o = ops.add_parser(name, help=text)
+        o.add_argument("model", choices=MODELS)
+        o.add_argument("version")
+    o = ops.add_parser("promote", help="point a label (default stable) at a version")
+    o.add_argument("model", choices=MODELS)
+    o.add_argument("version")
+    o.add_argument("--label", default="stable")
+    o = ops.add_parser("rollback", help="point a label (default stable) back at its previous version")
+    o.add_argument("model", choices=MODELS)
+    o.add_argument("--label", default="stable")
+    o = ops.add_parser("split", help="share default traffic between labels, e.g. stable=90 canary=10 "
+                                     "(no weights: remove the split)")
+    o.add_argument("model", choices=MODELS)
+    o.add_argument("weights", nargs="*", metavar="LABEL=WEIGHT")
+
+
+def run(args: argparse.Namespace) -> int:
+    import grpc
+
+    from dwcp_inference.api import admin_pb2 as apb
+    from dwcp_inference.api import admin_pb2_grpc as apb_grpc
+
+    with grpc.insecure_channel(args.admin) as channel:
+        stub = apb_grpc.AdminServiceStub(channel)
+        try:
+            if args.op == "list":
+                models = stub.ListModels(apb.ListModelsRequest(model=args.model), timeout=10).models
+            elif args.op == "reload":
+                resp = stub.Reload(apb.ReloadRequest(), timeout=120)
+                print(f"changed: {resp.changed}")
+                models = resp.models
+            elif args.op in ("load", "unload"):
+                call = stub.LoadVersion if args.op == "load" else stub.UnloadVersion
+                models = [call(apb.VersionRequest(model=args.model, version=args.version), timeout=120)]
+            elif args.op == "promote":
+                models = [stub.Promote(apb.PromoteRequest(model=args.model, label=args.label,
+                                                          version=args.version), timeout=120)]
+            elif args.op == "rollback":
+                models = [stub.Rollback(apb.RollbackRequest(model=args.model, label=args.label), timeout=120)]
+            else:
+                weights = {}
+                for item in args.weights:
+                    label, _, weight = item.partition("=")
+                    try:
+                        weights[label] = float(weight)
+                    except ValueError:
+                        print(f"split: expected LABEL=WEIGHT, got {item!r}", file=sys.stderr)
+                        return 2
+                models = [stub.SetSplit(apb.SetSplitRequest(model=args.model, weights=weights), timeout=120)]
+        except grpc.RpcError as e:
+            print(f"{args.op}: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    for m in models:
+        print(_format(m))
+    return 0
+
+
+def _format(m) -> str:
+    head = f"{m.name}  keep_latest={m.keep_latest}"
+    if m.labels:
+        head += "  labels=" + ",".join(f"{k}->{v}" for k, v in sorted(m.labels.items()))
+    if m.split:
+        head += "  split=" + ",".join(f"{k}:{v:g}" for k, v in sorted(m.split.items()))
+    lines = [head]
+    for v in m.versions:
+        live = " ".join(f"{k}={x:.4g}" for k, x in sorted(v.live_accuracy.items()))
+        extra = f"  {v.reason}" if v.reason else f"  {v.framework}  {v.created_at}  {v.data_source}"
+        lines.append(f"  v{v.version:<4} {v.state:<8} {','.join(v.labels) or '-':<14}"
+                     f"{(' live: ' + live + f' ({v.outcomes} outcomes)') if live else ''}{extra}")
+    return "\n".join(lines)
