@@ -26,8 +26,9 @@ $(VENV)/.done: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.done
+	scripts/install_system_deps.sh
 
-test: $(VENV)/.done
+test: setup
 	$(VENV)/bin/python -m pytest -q
 
 # Regenerate the committed Python and Go stubs from protos/ (see docs/protos.md). The Go side needs protoc

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 # Sub-millisecond answers need fine buckets at the bottom.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -38,3 +41,21 @@ class Metrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0"):
         return start_http_server(port, addr=addr, registry=self.registry)
+
+
+class DriftCollector:
+    """dwcp_inference_input_drift_rms{model,version,feature}, read from each loaded version at scrape time."""
+
+    def __init__(self, loaded: Callable[[], dict]):
+        self.loaded = loaded
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("dwcp_inference_input_drift_rms",
+                              "Root mean square of recent standardised inputs per numeric feature; 1 is the "
+                              "training distribution.", labels=["model", "version", "feature"])
+        for model, versions in self.loaded().items():
+            for version, rt in versions.items():
+                if rt.drift.seen:
+                    for feature, value in rt.drift.rms().items():
+                        g.add_metric([model, version, feature], value)
+        yield g

@@ -16,12 +16,45 @@ from dwcp_inference.metadata import MetadataError, ModelMetadata
 from .errors import VersionRefused
 
 
+class DriftMeter:
+    """Input drift against the training distribution: per numeric feature, the root mean square of its
+    standardised value over recent requests (an exponential moving average). The training data gives 1.0 for
+    every feature (the metadata's mean and std were fitted on it); 3 means inputs sit three training standard
+    deviations away on average."""
+
+    ALPHA = 0.01  # weight of each request: about the last hundred requests
+
+    def __init__(self, meta: ModelMetadata):
+        self.names = [f.name for f in meta.features if f.transform != "one_hot"]
+        cols = []
+        i = 0
+        for f in meta.features:
+            if f.transform != "one_hot":
+                cols.append(i)
+            i += f.width
+        self.columns = np.array(cols, dtype=int)
+        self.mean_square = np.ones(len(cols))
+        self.seen = 0
+
+    def observe(self, x: np.ndarray) -> None:
+        squares = (x[..., self.columns].astype(np.float64) ** 2).reshape(-1, len(self.columns)).mean(axis=0)
+        self.mean_square += self.ALPHA * (squares - self.mean_square)  # races only blur an average
+        self.seen += 1
+
+    def rms(self) -> dict[str, float]:
+        return dict(zip(self.names, np.sqrt(self.mean_square).tolist()))
+
+
 @dataclass
 class ModelRuntime:
     meta: ModelMetadata
     session: ort.InferenceSession
     path: Path
     loaded_at: float = field(default_factory=time.time)
+    drift: DriftMeter | None = None
+
+    def __post_init__(self) -> None:
+        self.drift = DriftMeter(self.meta)
 
     @property
     def name(self) -> str:
@@ -92,4 +125,6 @@ class ModelRuntime:
         Raises features.FeatureError for input the model cannot take."""
         features.validate_raw(self.meta.raw_fields, columns)
         x = features.transform(self.meta.features, columns)
-        return x, self.run(x)
+        out = self.run(x)
+        self.drift.observe(x)
+        return x, out

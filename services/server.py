@@ -20,7 +20,7 @@ from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from .admin import AdminServicer
-from .metrics import Metrics
+from .metrics import DriftCollector, Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
 from .servicers import InferenceServicer
@@ -101,6 +101,7 @@ def start(settings: Settings) -> Running:
     repo = Repository(settings.resolved_repository(), settings.session_threads,
                       listener=lambda model, version, event: metrics.loads.labels(model, event).inc())
     repo.load_all()
+    metrics.registry.register(DriftCollector(repo.loaded))
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]  # clients keepalive every 30s

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: prometheus and promtool (a real Prometheus scrapes the server in the tests).
+# protoc comes with scripts/install_go_tools.sh, only for regenerating stubs.
+set -euo pipefail
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo=sudo; else
+    echo "install ${missing[*]} (Debian packages) to run every test; without them those tests skip" >&2
+    exit 0
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "installed: ${missing[*]}"
