@@ -43,8 +43,8 @@ protos-check: protos
 
 # Retrain the bundled default models (about 5 minutes on 2 cores) and their report.
 models: $(VENV)/.done
-	rm -rf dwcp_inference/models
-	$(VENV)/bin/dwcp-inference train all --out dwcp_inference/models --report docs/default-models.md
+	rm -rf dwcp_inference/models docs/default-models
+	$(VENV)/bin/dwcp-inference train all --out dwcp_inference/models --report docs/default-models
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info

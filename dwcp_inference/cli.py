@@ -28,6 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--interval-ms", type=int, default=1000, help="mahimahi: throughput interval (default 1000)")
     e.add_argument("--version", default="", help="default: the version the server would serve")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
+    t = sub.add_parser("tune", help="search hyperparameters with Optuna on validation data",
+                       description="Search a model's hyperparameters with Optuna, judged on validation data. "
+                                   "Several machines can share one study through --storage.")
+    t.add_argument("model", choices=["bandwidth", "compression", "reliability", "consensus"])
+    t.add_argument("--trials", type=int, default=20)
+    t.add_argument("--storage", default="sqlite:///tune.db",
+                   help="Optuna storage URL (default %(default)s; postgresql://... to share a study)")
+    t.add_argument("--study", default="", help="study name (default dwcp-MODEL)")
+    t.add_argument("--data", type=Path)
+    t.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv")
+    t.add_argument("--interval-ms", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quick", action="store_true")
+    t.add_argument("--publish", type=Path, metavar="REPO", help="retrain with the best parameters and publish")
     from dwcp_inference import admin_cli
 
     admin_cli.add_parser(sub)
@@ -41,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
-            "models": admin_cli.run}[args.command](args)
+            "models": admin_cli.run, "tune": _tune}[args.command](args)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +100,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="mahimahi: throughput interval in milliseconds (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small data and few epochs (tests, smoke runs)")
-    p.add_argument("--report", type=Path, help="write the held-out metrics as Markdown here")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="write the report here: report.md, report.json and plots")
+    p.add_argument("--workers", type=int, default=2, help="models trained at once, each in its own process "
+                                                          "(default %(default)s)")
     p.add_argument("--force", action="store_true",
                    help="publish a model even when it misses its targets or loses to a baseline")
 
@@ -104,24 +121,43 @@ def _train(args: argparse.Namespace) -> int:
     if args.data is not None and len(models) > 1:
         print("--data is one model's CSV: name the model, not 'all'", file=sys.stderr)
         return 2
-    results, failed = [], []
-    for m in models:
-        try:
-            results.append(jobs.run(m, args.out, data=args.data, fmt=args.format, interval_ms=args.interval_ms,
-                                    seed=args.seed, size="quick" if args.quick else "full", force=args.force))
-        except DataError as e:
-            print(f"refusing to train {m}: {e}", file=sys.stderr)
-            return 2
-        except GateError as e:
-            print(f"gate: {e}", file=sys.stderr)
-            failed.append(m)
-    report = "\n\n".join(r["report"] for r in results)
-    print("\n" + report)
+    kwargs = dict(data=args.data, fmt=args.format, interval_ms=args.interval_ms, seed=args.seed,
+                  size="quick" if args.quick else "full", force=args.force)
+    try:
+        if len(models) > 1 and args.workers > 1:
+            results, held = jobs.run_all(models, args.out, workers=args.workers, **kwargs)
+        else:
+            results, held = [], {}
+            for m in models:
+                try:
+                    results.append(jobs.run(m, args.out, **kwargs))
+                except GateError as e:
+                    held[jobs.NAMES[m]] = str(e)
+    except DataError as e:
+        print(f"refusing to train: {e}", file=sys.stderr)
+        return 2
+    print("\n" + "\n\n".join(r["report"] for r in results))
+    for model, why in held.items():
+        print(f"gate: {why}", file=sys.stderr)
     if args.report:
-        args.report.write_text(f"# Held-out metrics\n\n{report}\n")
-    if failed:
-        print(f"not published (missed targets or lost to a baseline): {failed}", file=sys.stderr)
+        from dwcp_inference.training import report
+
+        print(f"report: {report.write(results, held, args.report)}")
+    if held:
+        print(f"not published (missed targets or lost to a baseline): {sorted(held)}", file=sys.stderr)
         return 3
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from dwcp_inference.training import jobs, tune
+
+    size = "quick" if args.quick else "full"
+    result = tune.tune(args.model, trials=args.trials, storage=args.storage, study=args.study, data=args.data,
+                       fmt=args.format, interval_ms=args.interval_ms, seed=args.seed, size=size)
+    if args.publish:
+        jobs.run(args.model, args.publish, data=args.data, fmt=args.format, interval_ms=args.interval_ms,
+                 seed=args.seed, size=size, params=result["best_params"])
     return 0
 
 

@@ -111,6 +111,15 @@ def compression_queries(queries: Sequence[tuple[pb.LinkState, pb.PayloadTraits]]
     return Batch(arrays, lambda e: f"{prefix(e.index[0])}{PAYLOAD_FIELDS.get(e.field, e.field)}")
 
 
+def codec_name(codec: int, field: str) -> str:
+    """The metadata's name of a Codec value, or InvalidInput naming `field`."""
+    for name, value in CODECS.items():
+        if value == codec:
+            return name
+    raise InvalidInput(f"{field}: expected one of {[pb.Codec.Name(c) for c in CODECS.values()]}, "
+                       f"got {_enum_name(pb.Codec, codec)}")
+
+
 def _enum_name(enum, value: int) -> str:
     try:
         return enum.Name(value)

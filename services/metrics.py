@@ -35,8 +35,8 @@ class Metrics:
         self.outcomes = Counter("dwcp_inference_outcomes_total", "Outcomes reported, by model and version.",
                                 ["model", "version"], registry=r)
         self.live = Gauge("dwcp_inference_live_accuracy",
-                          "Accuracy from reported outcomes (mape in percent for bandwidth; accuracy for the "
-                          "selector; precision and recall for the detectors), per model version.",
+                          "Accuracy from reported outcomes (mape in percent for bandwidth; accuracy and "
+                          "regret_pct for the selector; precision and recall for the detectors), per model version.",
                           ["model", "version", "metric"], registry=r)
 
     def serve(self, port: int, addr: str = "0.0.0.0"):

@@ -17,6 +17,7 @@ WINDOW = 1000  # outcomes per model version in the rolling figures
 @dataclass
 class _Tally:
     errors: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # per-outcome: abs pct error or hit
+    regrets: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # selector: throughput lost, percent
     tp: int = 0
     fp: int = 0
     fn: int = 0
@@ -61,8 +62,13 @@ class OutcomeTracker:
                     t.errors.append(abs(predicted - actual) / actual * 100)
                 figures = {"mape": sum(t.errors) / max(len(t.errors), 1)}
             elif model == "compression_selector":
-                t.errors.append(1.0 if predicted == actual else 0.0)
+                best, times = actual
+                t.errors.append(1.0 if predicted == best else 0.0)
                 figures = {"accuracy": sum(t.errors) / len(t.errors)}
+                if predicted in times:  # the share of effective throughput lost against the best choice
+                    t.regrets.append((1 - times[best] / times[predicted]) * 100)
+                if t.regrets:
+                    figures["regret_pct"] = sum(t.regrets) / len(t.regrets)
             else:
                 t.tp += predicted and actual
                 t.fp += predicted and not actual

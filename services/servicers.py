@@ -164,11 +164,16 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         if kind == "actual_network":
             actual: Any = request.actual_network.bandwidth_mbps
         elif kind == "best_choice":
-            names = {v: k for k, v in convert.CODECS.items()}
-            if request.best_choice.codec not in names:
-                raise InvalidInput(f"best_choice.codec: expected one of {[pb.Codec.Name(c) for c in names]}, "
-                                   f"got {request.best_choice.codec}")
-            actual = (names[request.best_choice.codec], request.best_choice.level)
+            actual = (convert.codec_name(request.best_choice.codec, "best_choice.codec"), request.best_choice.level), {}
+        elif kind == "compression_times":
+            times = {}
+            for i, t in enumerate(request.compression_times.times):
+                if not t.seconds > 0:
+                    raise InvalidInput(f"compression_times.times[{i}].seconds: expected > 0, got {t.seconds}")
+                times[(convert.codec_name(t.codec, f"compression_times.times[{i}].codec"), t.level)] = t.seconds
+            if not times:
+                raise InvalidInput("compression_times.times: expected at least one measured choice, got none")
+            actual, kind = (min(times, key=times.get), times), "best_choice"
         else:
             actual = request.was_anomaly
         model, version = self.outcomes.report(request.prediction_id, kind, actual)

@@ -253,3 +253,23 @@ def test_models_cli(ops):
     assert "v2" in listing and "v1" in listing and "serving" in listing
     bad = cli("promote", MODEL, "9")
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr
+
+
+def test_selector_live_accuracy_and_regret_from_measured_times(ops):
+    running, repo, stub, admin = ops
+    from .samples import compression_query
+
+    link, payload = compression_query()
+    d = stub.SelectCompression(pb.SelectCompressionRequest(link=link, payload=payload)).decision
+    picked, other = d.scores[0], d.scores[1]
+    times = pb.CompressionTimes(times=[
+        pb.CompressionTimes.Time(codec=picked.codec, level=picked.level, seconds=2.0),
+        pb.CompressionTimes.Time(codec=other.codec, level=other.level, seconds=1.0)])
+    stub.ReportOutcome(pb.ReportOutcomeRequest(prediction_id=d.prediction_id, compression_times=times))
+    v = admin.ListModels(apb.ListModelsRequest(model="compression_selector")).models[0].versions[0]
+    assert v.live_accuracy["accuracy"] == 0.0 and v.live_accuracy["regret_pct"] == pytest.approx(50.0)
+    d = stub.SelectCompression(pb.SelectCompressionRequest(link=link, payload=payload)).decision
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ReportOutcome(pb.ReportOutcomeRequest(prediction_id=d.prediction_id, compression_times=pb.CompressionTimes(
+            times=[pb.CompressionTimes.Time(codec=pb.CODEC_LZ4, seconds=-1)])))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "times[0].seconds" in e.value.details()

@@ -91,3 +91,29 @@ def test_a_model_that_misses_its_targets_is_not_published_unless_forced(tmp_path
 
     gate = metadata.read(tmp_path / "reliability_detector" / result["version"]).metrics["gate"]
     assert gate["forced"] and not gate["passed"] and gate["failures"]
+
+
+def test_tune_shares_a_study_through_its_storage(tmp_path):
+    from dwcp_inference.training import tune
+
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    first = tune.tune("reliability", trials=2, storage=storage, size="quick")
+    second = tune.tune("reliability", trials=2, storage=storage, size="quick")  # another machine, same study
+    assert first["trials"] == 2 and second["trials"] == 4
+    assert set(second["best_params"]) == {"trees", "max_depth"} and -1 <= second["best_value"] <= 0
+
+
+def test_train_all_in_parallel_writes_a_report_with_plots(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "train", "all", "--quick", "--force",
+                           "--workers", "2", "--out", str(tmp_path / "repo"), "--report", str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {r["model"] for r in report["published"]} == {"bandwidth_predictor", "compression_selector",
+                                                           "reliability_detector", "consensus_latency"}
+    assert len(list((tmp_path / "report").glob("*.png"))) == 4
+    assert "## consensus_latency v1" in (tmp_path / "report" / "report.md").read_text()

@@ -84,8 +84,8 @@ def make_windows(columns: dict[str, np.ndarray], window: int) -> tuple[dict[str,
             np.concatenate(split))
 
 
-def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 30,
-          hidden: int = 64, timed: bool = True, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 30,
+          hidden: int = 64, lr: float = 3e-3, timed: bool = True, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -120,7 +120,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
 
     tensors = (x, y, true_bw, weight)
     summary = fit(model, loss, tuple(t[parts[0]] for t in tensors), tuple(t[parts[1]] for t in tensors),
-                  epochs=epochs, seed=seed, name=NAME)
+                  epochs=epochs, lr=lr, seed=seed, name=NAME)
 
     def domain(rows: torch.Tensor) -> dict[str, np.ndarray]:
         return decode_targets(targets, predict(model, x[rows]).numpy())
@@ -134,6 +134,8 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
                    ["mape_pct", "rmse_mbps", "latency_ms_mape_pct", "jitter_ms_mape_pct"])
     if not quiet:
         print(report, flush=True)
+    if out is None:  # tuning: judged on validation data only
+        return {"model": NAME, "objective": val_mape, "test": rows, "report": report}
 
     interval = float(np.median(np.diff(columns["timestamp"][:WINDOW + 1]).astype("timedelta64[ms]").astype(float))) / 1e3
     meta = ModelMetadata(
@@ -153,7 +155,10 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
         f"MAPE {rows['lstm (ours)']['mape_pct']:.2f}% does not beat {best}'s {rows[best]['mape_pct']:.2f}%"]
     meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    curves = {"actual": nxt["bandwidth_mbps"][test_rows][:2000].tolist(),
+              "predicted": test_pred["bandwidth_mbps"][:2000].tolist()}
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
+            "curves": curves}
 
 
 def bandwidth_table(nxt: dict[str, np.ndarray], wins: dict[str, np.ndarray], pred: dict[str, np.ndarray],

@@ -118,8 +118,8 @@ def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
             "p95_regret_pct": float(np.percentile(loss, 95) * 100)}
 
 
-def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 64, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 40,
+          hidden: int = 64, lr: float = 3e-3, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -146,15 +146,22 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
         return (torch.softmax(logits, -1) * b[2]).sum(-1).mean() + 0.1 * ce(logits, b[1])
 
     summary = fit(model, loss, (x[parts[0]], y[parts[0]], cost[parts[0]]),
-                  (x[parts[1]], y[parts[1]], cost[parts[1]]), epochs=epochs, seed=seed, name=NAME)
+                  (x[parts[1]], y[parts[1]], cost[parts[1]]), epochs=epochs, lr=lr, seed=seed, name=NAME)
     probs = Probabilities(model).eval()
 
     test = parts[2].numpy()
-    rows = regret_table(columns, test, predict(probs, x[parts[2]]).numpy().argmax(1))
+    picked = predict(probs, x[parts[2]]).numpy().argmax(1)
+    rows = regret_table(columns, test, picked)
+    confusion = np.zeros((len(CHOICES), len(CHOICES)), dtype=int)
+    np.add.at(confusion, (columns["best_choice"][test], picked), 1)
     report = table(f"{NAME}: held-out ({len(test)} rows, payloads not trained on)", rows,
                    ["accuracy", "throughput_regret_pct", "p95_regret_pct"])
     if not quiet:
         print(report, flush=True)
+    if out is None:  # tuning: judged on validation data only
+        val = parts[1].numpy()
+        val_regret = regret(columns["seconds"][val], predict(probs, x[parts[1]]).numpy().argmax(1))
+        return {"model": NAME, "objective": val_regret["throughput_regret_pct"], "test": rows, "report": report}
     best_baseline = min(v["throughput_regret_pct"] for k, v in rows.items() if k != "mlp (ours)")
     meta = ModelMetadata(
         name=NAME, version="", framework={"name": "torch", "version": torch.__version__}, opset=onnx_export.OPSET,
@@ -172,7 +179,8 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
                                                 f"{best_baseline:.2f}%"]
     meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
+            "curves": {"confusion": confusion.tolist(), "choices": [choice_name(c) for c in CHOICES]}}
 
 
 def regret_table(columns: dict[str, np.ndarray], rows: np.ndarray, picked: np.ndarray) -> dict[str, dict[str, float]]:

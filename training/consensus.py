@@ -55,8 +55,8 @@ def rows_to_windows(columns: dict[str, np.ndarray], window: int = WINDOW) -> dic
     return {k: v[order] for k, v in merged.items()}
 
 
-def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 32, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 40,
+          hidden: int = 32, lr: float = 3e-3, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -74,7 +74,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     mse = torch.nn.MSELoss()
     val_normal = torch.from_numpy(np.arange(va.start, va.stop)[y[va] == 0])
     summary = fit(model, lambda m, b: mse(m(b[0]), b[0]), (x[torch.from_numpy(train_normal)],),
-                  (x[val_normal],), epochs=epochs, seed=seed, name=NAME)
+                  (x[val_normal],), epochs=epochs, lr=lr, seed=seed, name=NAME)
     with torch.no_grad():
         normal_error = ReconstructionErrors(model).raw_errors(x[torch.from_numpy(train_normal)]).mean(dim=0)
     scorer = ReconstructionErrors(model, torch.clamp(normal_error, min=1e-4)).eval()
@@ -95,6 +95,9 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
                    ["accuracy", "recall", "precision", "fpr", *[f"recall_{k}" for k in CONSENSUS_ANOMALIES]])
     if not quiet:
         print(report, flush=True)
+    if out is None:  # tuning: judged on validation data only
+        return {"model": NAME, "objective": 1 - detection(y[va], scores[va] >= threshold)["accuracy"], "test": rows,
+                "report": report}
     ours = rows["lstm autoencoder (ours)"]
     meta = ModelMetadata(
         name=NAME, version="", framework={"name": "torch", "version": torch.__version__}, opset=onnx_export.OPSET,
@@ -115,4 +118,5 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(),
                                   {"score": score.numpy(), "feature_errors": errors.numpy()})
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
+            "curves": {"scores": scores[te].tolist(), "labels": y[te].tolist(), "threshold": threshold}}

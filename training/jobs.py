@@ -33,7 +33,11 @@ SIZES: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
 }
 
 
-def _generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
+JOBS = {"bandwidth": bandwidth.train, "compression": compression.train, "reliability": reliability.train,
+        "consensus": consensus.train}
+
+
+def generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
     kwargs = SIZES[size][model][0]
     make: Callable[..., dict[str, np.ndarray]] = {
         "bandwidth": generators.network_samples, "compression": compression.generate,
@@ -61,7 +65,8 @@ def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> t
 
 
 def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", interval_ms: int = 1000,
-        seed: int = 0, size: str = "full", force: bool = False) -> dict[str, Any]:
+        seed: int = 0, size: str = "full", force: bool = False, params: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
     """Train one model on `data` (in `fmt`) or on generated data, export and publish it."""
     started = time.monotonic()
     extra: dict[str, Any] = {}
@@ -69,13 +74,44 @@ def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", in
         columns, extra = load(model, data, fmt, interval_ms)
         source = f"{fmt}:{Path(data).name}"
     else:
-        columns = _generate(model, seed, size)
+        columns = generate(model, seed, size)
         source = f"generator:{model}:{size}"
     print(f"[{NAMES[model]}] training on {source}", flush=True)
-    job = {"bandwidth": bandwidth.train, "compression": compression.train, "reliability": reliability.train,
-           "consensus": consensus.train}[model]
-    result = job(columns, Path(out), source=source, seed=seed, force=force, **{**SIZES[size][model][1], **extra})
+    result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
+                         **{**SIZES[size][model][1], **extra, **(params or {})})
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
           f"in {result['seconds']}s", flush=True)
     return result
+
+
+def _worker(model: str, kwargs: dict[str, Any], threads: int) -> dict[str, Any]:
+    import torch
+
+    from .common import GateError
+
+    torch.set_num_threads(threads)
+    try:
+        return run(model, **kwargs)
+    except GateError as e:
+        return {"model": NAMES[model], "gate_failed": str(e)}
+
+
+def run_all(models: tuple[str, ...], out: Path, *, workers: int = 1, **kwargs: Any) -> tuple[list[dict], dict]:
+    """Train several models, `workers` at a time in separate processes. Returns (published results, the models
+    the promotion gate held back with why)."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    results, held = [], {}
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, m, {"out": out, **kwargs}, threads) for m in models]
+        for f in futures:
+            r = f.result()
+            if "gate_failed" in r:
+                held[r["model"]] = r["gate_failed"]
+            else:
+                results.append(r)
+    return results, held

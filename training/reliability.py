@@ -30,8 +30,8 @@ def _scores(name: str, est: Any, x: np.ndarray) -> np.ndarray:
     return -est.decision_function(x) if name == "isolation_forest" else est.predict_proba(x)[:, 1]
 
 
-def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int = 0, trees: int = 100,
-          force: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, trees: int = 100,
+          max_depth: int = 3, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     import sklearn
     from sklearn.ensemble import GradientBoostingClassifier, IsolationForest
 
@@ -43,7 +43,7 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     normal = x[tr][y[tr] == 0]
     candidates = {
         "isolation_forest": IsolationForest(n_estimators=trees, random_state=seed).fit(normal),
-        "gradient_boosting": GradientBoostingClassifier(n_estimators=trees, max_depth=3, random_state=seed)
+        "gradient_boosting": GradientBoostingClassifier(n_estimators=trees, max_depth=max_depth, random_state=seed)
         .fit(x[tr], y[tr]),
     }
     chosen, best_val = "", None
@@ -70,6 +70,8 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
     if not quiet:
         print(f"[{NAME}] chose {chosen} on validation: {val_rows[chosen]}", flush=True)
         print(report, flush=True)
+    if out is None:  # tuning: judged on validation data only
+        return {"model": NAME, "objective": -val_rows[chosen]["f1"], "test": rows, "report": report}
 
     # Severity: CRITICAL above the score that 80% of validation critical incidents reach.
     sev = np.asarray(columns.get("severity", y * 2))[va]
@@ -106,4 +108,6 @@ def train(columns: dict[str, np.ndarray], out: Path, *, source: str, seed: int =
          served["f1"] <= static["f1"])) if bad]
     meta.metrics["gate"] = gate(NAME, failures, force)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out, reference, exact=["label"])
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
+            "curves": {"scores": _scores(chosen, est, x[te]).tolist(), "labels": y[te].tolist(),
+                       "threshold": threshold}}

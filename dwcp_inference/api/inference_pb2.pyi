@@ -408,16 +408,33 @@ class DetectHighLatencyBatchResponse(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[LatencyVerdict, _Mapping]]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class ReportOutcomeRequest(_message.Message):
-    __slots__ = ("prediction_id", "actual_network", "best_choice", "was_anomaly")
+    __slots__ = ("prediction_id", "actual_network", "best_choice", "was_anomaly", "compression_times")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_NETWORK_FIELD_NUMBER: _ClassVar[int]
     BEST_CHOICE_FIELD_NUMBER: _ClassVar[int]
     WAS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_TIMES_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     actual_network: NetworkSample
     best_choice: CompressionChoice
     was_anomaly: bool
-    def __init__(self, prediction_id: _Optional[str] = ..., actual_network: _Optional[_Union[NetworkSample, _Mapping]] = ..., best_choice: _Optional[_Union[CompressionChoice, _Mapping]] = ..., was_anomaly: _Optional[bool] = ...) -> None: ...
+    compression_times: CompressionTimes
+    def __init__(self, prediction_id: _Optional[str] = ..., actual_network: _Optional[_Union[NetworkSample, _Mapping]] = ..., best_choice: _Optional[_Union[CompressionChoice, _Mapping]] = ..., was_anomaly: _Optional[bool] = ..., compression_times: _Optional[_Union[CompressionTimes, _Mapping]] = ...) -> None: ...
+
+class CompressionTimes(_message.Message):
+    __slots__ = ("times",)
+    class Time(_message.Message):
+        __slots__ = ("codec", "level", "seconds")
+        CODEC_FIELD_NUMBER: _ClassVar[int]
+        LEVEL_FIELD_NUMBER: _ClassVar[int]
+        SECONDS_FIELD_NUMBER: _ClassVar[int]
+        codec: Codec
+        level: int
+        seconds: float
+        def __init__(self, codec: _Optional[_Union[Codec, str]] = ..., level: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    times: _containers.RepeatedCompositeFieldContainer[CompressionTimes.Time]
+    def __init__(self, times: _Optional[_Iterable[_Union[CompressionTimes.Time, _Mapping]]] = ...) -> None: ...
 
 class ReportOutcomeResponse(_message.Message):
     __slots__ = ("model",)

@@ -2306,6 +2306,7 @@ type ReportOutcomeRequest struct {
 	//	*ReportOutcomeRequest_ActualNetwork
 	//	*ReportOutcomeRequest_BestChoice
 	//	*ReportOutcomeRequest_WasAnomaly
+	//	*ReportOutcomeRequest_CompressionTimes
 	Outcome       isReportOutcomeRequest_Outcome `protobuf_oneof:"outcome"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2382,6 +2383,15 @@ func (x *ReportOutcomeRequest) GetWasAnomaly() bool {
 	return false
 }
 
+func (x *ReportOutcomeRequest) GetCompressionTimes() *CompressionTimes {
+	if x != nil {
+		if x, ok := x.Outcome.(*ReportOutcomeRequest_CompressionTimes); ok {
+			return x.CompressionTimes
+		}
+	}
+	return nil
+}
+
 type isReportOutcomeRequest_Outcome interface {
 	isReportOutcomeRequest_Outcome()
 }
@@ -2398,11 +2408,62 @@ type ReportOutcomeRequest_WasAnomaly struct {
 	WasAnomaly bool `protobuf:"varint,4,opt,name=was_anomaly,json=wasAnomaly,proto3,oneof"` // for DetectAnomaly and DetectHighLatency: the true label
 }
 
+type ReportOutcomeRequest_CompressionTimes struct {
+	CompressionTimes *CompressionTimes `protobuf:"bytes,5,opt,name=compression_times,json=compressionTimes,proto3,oneof"` // for SelectCompression: measured times, which also give regret
+}
+
 func (*ReportOutcomeRequest_ActualNetwork) isReportOutcomeRequest_Outcome() {}
 
 func (*ReportOutcomeRequest_BestChoice) isReportOutcomeRequest_Outcome() {}
 
 func (*ReportOutcomeRequest_WasAnomaly) isReportOutcomeRequest_Outcome() {}
+
+func (*ReportOutcomeRequest_CompressionTimes) isReportOutcomeRequest_Outcome() {}
+
+// The effective transfer time (compress + send + decompress) measured for some choices; the fastest is the best.
+type CompressionTimes struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Times         []*CompressionTimes_Time `protobuf:"bytes,1,rep,name=times,proto3" json:"times,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompressionTimes) Reset() {
+	*x = CompressionTimes{}
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompressionTimes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompressionTimes) ProtoMessage() {}
+
+func (x *CompressionTimes) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompressionTimes.ProtoReflect.Descriptor instead.
+func (*CompressionTimes) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CompressionTimes) GetTimes() []*CompressionTimes_Time {
+	if x != nil {
+		return x.Times
+	}
+	return nil
+}
 
 type ReportOutcomeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2413,7 +2474,7 @@ type ReportOutcomeResponse struct {
 
 func (x *ReportOutcomeResponse) Reset() {
 	*x = ReportOutcomeResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2486,7 @@ func (x *ReportOutcomeResponse) String() string {
 func (*ReportOutcomeResponse) ProtoMessage() {}
 
 func (x *ReportOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2499,7 @@ func (x *ReportOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*ReportOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReportOutcomeResponse) GetModel() *ModelRef {
@@ -2446,6 +2507,66 @@ func (x *ReportOutcomeResponse) GetModel() *ModelRef {
 		return x.Model
 	}
 	return nil
+}
+
+type CompressionTimes_Time struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Codec         Codec                  `protobuf:"varint,1,opt,name=codec,proto3,enum=dwcp.inference.v1.Codec" json:"codec,omitempty"`
+	Level         int32                  `protobuf:"varint,2,opt,name=level,proto3" json:"level,omitempty"`
+	Seconds       float64                `protobuf:"fixed64,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompressionTimes_Time) Reset() {
+	*x = CompressionTimes_Time{}
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompressionTimes_Time) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompressionTimes_Time) ProtoMessage() {}
+
+func (x *CompressionTimes_Time) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompressionTimes_Time.ProtoReflect.Descriptor instead.
+func (*CompressionTimes_Time) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34, 0}
+}
+
+func (x *CompressionTimes_Time) GetCodec() Codec {
+	if x != nil {
+		return x.Codec
+	}
+	return Codec_CODEC_UNSPECIFIED
+}
+
+func (x *CompressionTimes_Time) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *CompressionTimes_Time) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
 }
 
 var File_dwcp_inference_v1_inference_proto protoreflect.FileDescriptor
@@ -2617,15 +2738,22 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\x92\x01\n" +
 	"\x1eDetectHighLatencyBatchResponse\x12=\n" +
 	"\bverdicts\x18\x01 \x03(\v2!.dwcp.inference.v1.LatencyVerdictR\bverdicts\x121\n" +
-	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\xfd\x01\n" +
+	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\xd1\x02\n" +
 	"\x14ReportOutcomeRequest\x12#\n" +
 	"\rprediction_id\x18\x01 \x01(\tR\fpredictionId\x12I\n" +
 	"\x0eactual_network\x18\x02 \x01(\v2 .dwcp.inference.v1.NetworkSampleH\x00R\ractualNetwork\x12G\n" +
 	"\vbest_choice\x18\x03 \x01(\v2$.dwcp.inference.v1.CompressionChoiceH\x00R\n" +
 	"bestChoice\x12!\n" +
 	"\vwas_anomaly\x18\x04 \x01(\bH\x00R\n" +
-	"wasAnomalyB\t\n" +
-	"\aoutcome\"J\n" +
+	"wasAnomaly\x12R\n" +
+	"\x11compression_times\x18\x05 \x01(\v2#.dwcp.inference.v1.CompressionTimesH\x00R\x10compressionTimesB\t\n" +
+	"\aoutcome\"\xba\x01\n" +
+	"\x10CompressionTimes\x12>\n" +
+	"\x05times\x18\x01 \x03(\v2(.dwcp.inference.v1.CompressionTimes.TimeR\x05times\x1af\n" +
+	"\x04Time\x12.\n" +
+	"\x05codec\x18\x01 \x01(\x0e2\x18.dwcp.inference.v1.CodecR\x05codec\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\x05R\x05level\x12\x18\n" +
+	"\aseconds\x18\x03 \x01(\x01R\aseconds\"J\n" +
 	"\x15ReportOutcomeResponse\x121\n" +
 	"\x05model\x18\x01 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model*s\n" +
 	"\bLinkType\x12\x19\n" +
@@ -2671,7 +2799,7 @@ func file_dwcp_inference_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_dwcp_inference_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dwcp_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_dwcp_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_dwcp_inference_v1_inference_proto_goTypes = []any{
 	(LinkType)(0),                          // 0: dwcp.inference.v1.LinkType
 	(Codec)(0),                             // 1: dwcp.inference.v1.Codec
@@ -2710,16 +2838,18 @@ var file_dwcp_inference_v1_inference_proto_goTypes = []any{
 	(*DetectHighLatencyBatchRequest)(nil),  // 34: dwcp.inference.v1.DetectHighLatencyBatchRequest
 	(*DetectHighLatencyBatchResponse)(nil), // 35: dwcp.inference.v1.DetectHighLatencyBatchResponse
 	(*ReportOutcomeRequest)(nil),           // 36: dwcp.inference.v1.ReportOutcomeRequest
-	(*ReportOutcomeResponse)(nil),          // 37: dwcp.inference.v1.ReportOutcomeResponse
-	(*timestamppb.Timestamp)(nil),          // 38: google.protobuf.Timestamp
+	(*CompressionTimes)(nil),               // 37: dwcp.inference.v1.CompressionTimes
+	(*ReportOutcomeResponse)(nil),          // 38: dwcp.inference.v1.ReportOutcomeResponse
+	(*CompressionTimes_Time)(nil),          // 39: dwcp.inference.v1.CompressionTimes.Time
+	(*timestamppb.Timestamp)(nil),          // 40: google.protobuf.Timestamp
 }
 var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
-	38, // 0: dwcp.inference.v1.NetworkSample.timestamp:type_name -> google.protobuf.Timestamp
+	40, // 0: dwcp.inference.v1.NetworkSample.timestamp:type_name -> google.protobuf.Timestamp
 	5,  // 1: dwcp.inference.v1.LinkHistory.samples:type_name -> dwcp.inference.v1.NetworkSample
 	6,  // 2: dwcp.inference.v1.PredictBandwidthRequest.history:type_name -> dwcp.inference.v1.LinkHistory
 	3,  // 3: dwcp.inference.v1.PredictBandwidthRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	38, // 4: dwcp.inference.v1.BandwidthPrediction.valid_until:type_name -> google.protobuf.Timestamp
-	38, // 5: dwcp.inference.v1.BandwidthPrediction.prediction_time:type_name -> google.protobuf.Timestamp
+	40, // 4: dwcp.inference.v1.BandwidthPrediction.valid_until:type_name -> google.protobuf.Timestamp
+	40, // 5: dwcp.inference.v1.BandwidthPrediction.prediction_time:type_name -> google.protobuf.Timestamp
 	8,  // 6: dwcp.inference.v1.PredictBandwidthResponse.prediction:type_name -> dwcp.inference.v1.BandwidthPrediction
 	4,  // 7: dwcp.inference.v1.PredictBandwidthResponse.model:type_name -> dwcp.inference.v1.ModelRef
 	6,  // 8: dwcp.inference.v1.PredictBandwidthBatchRequest.histories:type_name -> dwcp.inference.v1.LinkHistory
@@ -2741,7 +2871,7 @@ var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
 	3,  // 24: dwcp.inference.v1.SelectCompressionBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
 	16, // 25: dwcp.inference.v1.SelectCompressionBatchResponse.decisions:type_name -> dwcp.inference.v1.CompressionDecision
 	4,  // 26: dwcp.inference.v1.SelectCompressionBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	38, // 27: dwcp.inference.v1.NodeMetrics.timestamp:type_name -> google.protobuf.Timestamp
+	40, // 27: dwcp.inference.v1.NodeMetrics.timestamp:type_name -> google.protobuf.Timestamp
 	21, // 28: dwcp.inference.v1.DetectAnomalyRequest.metrics:type_name -> dwcp.inference.v1.NodeMetrics
 	3,  // 29: dwcp.inference.v1.DetectAnomalyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
 	2,  // 30: dwcp.inference.v1.AnomalyVerdict.severity:type_name -> dwcp.inference.v1.Severity
@@ -2752,7 +2882,7 @@ var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
 	3,  // 35: dwcp.inference.v1.DetectAnomalyBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
 	24, // 36: dwcp.inference.v1.DetectAnomalyBatchResponse.verdicts:type_name -> dwcp.inference.v1.AnomalyVerdict
 	4,  // 37: dwcp.inference.v1.DetectAnomalyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	38, // 38: dwcp.inference.v1.ConsensusSample.timestamp:type_name -> google.protobuf.Timestamp
+	40, // 38: dwcp.inference.v1.ConsensusSample.timestamp:type_name -> google.protobuf.Timestamp
 	28, // 39: dwcp.inference.v1.ConsensusWindow.samples:type_name -> dwcp.inference.v1.ConsensusSample
 	29, // 40: dwcp.inference.v1.DetectHighLatencyRequest.window:type_name -> dwcp.inference.v1.ConsensusWindow
 	3,  // 41: dwcp.inference.v1.DetectHighLatencyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
@@ -2765,30 +2895,33 @@ var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
 	4,  // 48: dwcp.inference.v1.DetectHighLatencyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
 	5,  // 49: dwcp.inference.v1.ReportOutcomeRequest.actual_network:type_name -> dwcp.inference.v1.NetworkSample
 	14, // 50: dwcp.inference.v1.ReportOutcomeRequest.best_choice:type_name -> dwcp.inference.v1.CompressionChoice
-	4,  // 51: dwcp.inference.v1.ReportOutcomeResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	7,  // 52: dwcp.inference.v1.InferenceService.PredictBandwidth:input_type -> dwcp.inference.v1.PredictBandwidthRequest
-	10, // 53: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:input_type -> dwcp.inference.v1.PredictBandwidthBatchRequest
-	15, // 54: dwcp.inference.v1.InferenceService.SelectCompression:input_type -> dwcp.inference.v1.SelectCompressionRequest
-	19, // 55: dwcp.inference.v1.InferenceService.SelectCompressionBatch:input_type -> dwcp.inference.v1.SelectCompressionBatchRequest
-	23, // 56: dwcp.inference.v1.InferenceService.DetectAnomaly:input_type -> dwcp.inference.v1.DetectAnomalyRequest
-	26, // 57: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:input_type -> dwcp.inference.v1.DetectAnomalyBatchRequest
-	30, // 58: dwcp.inference.v1.InferenceService.DetectHighLatency:input_type -> dwcp.inference.v1.DetectHighLatencyRequest
-	34, // 59: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:input_type -> dwcp.inference.v1.DetectHighLatencyBatchRequest
-	36, // 60: dwcp.inference.v1.InferenceService.ReportOutcome:input_type -> dwcp.inference.v1.ReportOutcomeRequest
-	9,  // 61: dwcp.inference.v1.InferenceService.PredictBandwidth:output_type -> dwcp.inference.v1.PredictBandwidthResponse
-	11, // 62: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:output_type -> dwcp.inference.v1.PredictBandwidthBatchResponse
-	17, // 63: dwcp.inference.v1.InferenceService.SelectCompression:output_type -> dwcp.inference.v1.SelectCompressionResponse
-	20, // 64: dwcp.inference.v1.InferenceService.SelectCompressionBatch:output_type -> dwcp.inference.v1.SelectCompressionBatchResponse
-	25, // 65: dwcp.inference.v1.InferenceService.DetectAnomaly:output_type -> dwcp.inference.v1.DetectAnomalyResponse
-	27, // 66: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:output_type -> dwcp.inference.v1.DetectAnomalyBatchResponse
-	33, // 67: dwcp.inference.v1.InferenceService.DetectHighLatency:output_type -> dwcp.inference.v1.DetectHighLatencyResponse
-	35, // 68: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:output_type -> dwcp.inference.v1.DetectHighLatencyBatchResponse
-	37, // 69: dwcp.inference.v1.InferenceService.ReportOutcome:output_type -> dwcp.inference.v1.ReportOutcomeResponse
-	61, // [61:70] is the sub-list for method output_type
-	52, // [52:61] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	37, // 51: dwcp.inference.v1.ReportOutcomeRequest.compression_times:type_name -> dwcp.inference.v1.CompressionTimes
+	39, // 52: dwcp.inference.v1.CompressionTimes.times:type_name -> dwcp.inference.v1.CompressionTimes.Time
+	4,  // 53: dwcp.inference.v1.ReportOutcomeResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	1,  // 54: dwcp.inference.v1.CompressionTimes.Time.codec:type_name -> dwcp.inference.v1.Codec
+	7,  // 55: dwcp.inference.v1.InferenceService.PredictBandwidth:input_type -> dwcp.inference.v1.PredictBandwidthRequest
+	10, // 56: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:input_type -> dwcp.inference.v1.PredictBandwidthBatchRequest
+	15, // 57: dwcp.inference.v1.InferenceService.SelectCompression:input_type -> dwcp.inference.v1.SelectCompressionRequest
+	19, // 58: dwcp.inference.v1.InferenceService.SelectCompressionBatch:input_type -> dwcp.inference.v1.SelectCompressionBatchRequest
+	23, // 59: dwcp.inference.v1.InferenceService.DetectAnomaly:input_type -> dwcp.inference.v1.DetectAnomalyRequest
+	26, // 60: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:input_type -> dwcp.inference.v1.DetectAnomalyBatchRequest
+	30, // 61: dwcp.inference.v1.InferenceService.DetectHighLatency:input_type -> dwcp.inference.v1.DetectHighLatencyRequest
+	34, // 62: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:input_type -> dwcp.inference.v1.DetectHighLatencyBatchRequest
+	36, // 63: dwcp.inference.v1.InferenceService.ReportOutcome:input_type -> dwcp.inference.v1.ReportOutcomeRequest
+	9,  // 64: dwcp.inference.v1.InferenceService.PredictBandwidth:output_type -> dwcp.inference.v1.PredictBandwidthResponse
+	11, // 65: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:output_type -> dwcp.inference.v1.PredictBandwidthBatchResponse
+	17, // 66: dwcp.inference.v1.InferenceService.SelectCompression:output_type -> dwcp.inference.v1.SelectCompressionResponse
+	20, // 67: dwcp.inference.v1.InferenceService.SelectCompressionBatch:output_type -> dwcp.inference.v1.SelectCompressionBatchResponse
+	25, // 68: dwcp.inference.v1.InferenceService.DetectAnomaly:output_type -> dwcp.inference.v1.DetectAnomalyResponse
+	27, // 69: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:output_type -> dwcp.inference.v1.DetectAnomalyBatchResponse
+	33, // 70: dwcp.inference.v1.InferenceService.DetectHighLatency:output_type -> dwcp.inference.v1.DetectHighLatencyResponse
+	35, // 71: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:output_type -> dwcp.inference.v1.DetectHighLatencyBatchResponse
+	38, // 72: dwcp.inference.v1.InferenceService.ReportOutcome:output_type -> dwcp.inference.v1.ReportOutcomeResponse
+	64, // [64:73] is the sub-list for method output_type
+	55, // [55:64] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_dwcp_inference_v1_inference_proto_init() }
@@ -2801,6 +2934,7 @@ func file_dwcp_inference_v1_inference_proto_init() {
 		(*ReportOutcomeRequest_ActualNetwork)(nil),
 		(*ReportOutcomeRequest_BestChoice)(nil),
 		(*ReportOutcomeRequest_WasAnomaly)(nil),
+		(*ReportOutcomeRequest_CompressionTimes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2808,7 +2942,7 @@ func file_dwcp_inference_v1_inference_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dwcp_inference_v1_inference_proto_rawDesc), len(file_dwcp_inference_v1_inference_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
