@@ -67,7 +67,9 @@ class Running:
             return
         for name in MODEL_KINDS:
             self.health.set(name, SERVING if name in serving else NOT_SERVING)
-        overall = SERVING if serving else NOT_SERVING
+        # Ready only when every model the repository holds has a verified version serving.
+        present = {p.name for p in self.repository.root.iterdir() if p.is_dir() and p.name in MODEL_KINDS}
+        overall = SERVING if serving and present <= set(serving) else NOT_SERVING
         self.health.set("", overall)
         self.health.set(SERVICE_NAME, overall)
 

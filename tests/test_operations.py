@@ -273,3 +273,22 @@ def test_selector_live_accuracy_and_regret_from_measured_times(ops):
         stub.ReportOutcome(pb.ReportOutcomeRequest(prediction_id=d.prediction_id, compression_times=pb.CompressionTimes(
             times=[pb.CompressionTimes.Time(codec=pb.CODEC_LZ4, seconds=-1)])))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "times[0].seconds" in e.value.details()
+
+
+def test_server_is_not_ready_while_a_model_has_no_valid_version(repo_copy):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    for f in (repo_copy / "consensus_latency" / "1").iterdir():
+        if f.name == "model.onnx":
+            f.write_bytes(b"broken")
+    running = start_server(repo_copy, metrics_port=-1, poll_seconds=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            status = {s: health.Check(health_pb2.HealthCheckRequest(service=s)).status
+                      for s in ("", "consensus_latency", "bandwidth_predictor")}
+    finally:
+        running.stop(0)
+    assert status == {"": health_pb2.HealthCheckResponse.NOT_SERVING,
+                      "consensus_latency": health_pb2.HealthCheckResponse.NOT_SERVING,
+                      "bandwidth_predictor": health_pb2.HealthCheckResponse.SERVING}
