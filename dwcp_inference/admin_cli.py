@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 MODELS = ("bandwidth_predictor", "compression_selector", "reliability_detector", "consensus_latency")
 
@@ -13,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="List and operate model versions through the admin API (its own port, "
                                    "loopback by default).")
     p.add_argument("--admin", default="127.0.0.1:50052", help="admin HOST:PORT (default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("DWCP_INFERENCE_ADMIN_TOKEN", ""),
+                   help="bearer token of the admin API (default: $DWCP_INFERENCE_ADMIN_TOKEN)")
+    p.add_argument("--ca", type=Path, help="CA certificate of a TLS admin port")
     ops = p.add_subparsers(dest="op", required=True)
     ls = ops.add_parser("list", help="models, versions, states, labels, live accuracy")
     ls.add_argument("model", nargs="?", default="", choices=["", *MODELS])
@@ -40,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from dwcp_inference.api import admin_pb2 as apb
     from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 
-    with grpc.insecure_channel(args.admin) as channel:
-        stub = apb_grpc.AdminServiceStub(channel)
+    channel = (grpc.secure_channel(args.admin, grpc.ssl_channel_credentials(args.ca.read_bytes())) if args.ca
+               else grpc.insecure_channel(args.admin))
+    metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
+    with channel:
+        stub = _Authorized(apb_grpc.AdminServiceStub(channel), metadata)
         try:
             if args.op == "list":
                 models = stub.ListModels(apb.ListModelsRequest(model=args.model), timeout=10).models
@@ -88,3 +96,14 @@ def _format(m) -> str:
         lines.append(f"  v{v.version:<4} {v.state:<8} {','.join(v.labels) or '-':<14}"
                      f"{(' live: ' + live + f' ({v.outcomes} outcomes)') if live else ''}{extra}")
     return "\n".join(lines)
+
+
+class _Authorized:
+    """The admin stub with the bearer token on every call."""
+
+    def __init__(self, stub, metadata: list[tuple[str, str]]):
+        self.stub, self.metadata = stub, metadata
+
+    def __getattr__(self, name: str):
+        method = getattr(self.stub, name)
+        return lambda request, **kw: method(request, metadata=self.metadata, **kw)

@@ -71,6 +71,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         kind = {int: int, float: float}.get(type(getattr(defaults, f.name)), str)
         if f.name == "repository":
             kind, help_default = Path, "the bundled models"
+        elif f.name in ("tls_cert", "tls_key", "tls_client_ca"):
+            kind, help_default = Path, "none"
         else:
             help_default = str(getattr(defaults, f.name))
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,

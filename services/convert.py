@@ -49,10 +49,12 @@ def check_batch(items: Sequence, field: str, max_batch: int) -> None:
 
 
 def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], labels: Sequence[str],
-             path: Callable[[int], str]) -> tuple[dict[str, np.ndarray], list[int]]:
+             path: Callable[[int], str], max_window: int) -> tuple[dict[str, np.ndarray], list[int]]:
     """The last `window` samples of each sequence as [B, W] columns, and each sequence's offset."""
     offsets = []
     for i, s in enumerate(seqs):
+        if len(s) > max_window:
+            raise InvalidInput(f"{path(i)}: expected at most {max_window} samples, got {len(s)}")
         if len(s) < window:
             raise InvalidInput(f"{path(i)}: expected at least {window} samples (the model's window), got {len(s)}")
         offsets.append(len(s) - window)
@@ -64,19 +66,20 @@ def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], label
     return cols, offsets
 
 
-def network(histories: Sequence[pb.LinkHistory], window: int, single: bool) -> Batch:
+def network(histories: Sequence[pb.LinkHistory], window: int, single: bool, max_window: int = 1024) -> Batch:
     def path(i: int) -> str:
         return "history.samples" if single else f"histories[{i}].samples"
 
-    cols, offsets = _windows([h.samples for h in histories], window, NETWORK_FIELDS, (), path)
+    cols, offsets = _windows([h.samples for h in histories], window, NETWORK_FIELDS, (), path, max_window)
     return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
 
 
-def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool) -> Batch:
+def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool, max_window: int = 1024) -> Batch:
     def path(i: int) -> str:
         return "window.samples" if single else f"windows[{i}].samples"
 
-    cols, offsets = _windows([w.samples for w in windows], window, CONSENSUS_NUMBERS, CONSENSUS_LABELS, path)
+    cols, offsets = _windows([w.samples for w in windows], window, CONSENSUS_NUMBERS, CONSENSUS_LABELS, path,
+                             max_window)
     return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
 
 

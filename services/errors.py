@@ -32,5 +32,9 @@ class PredictionNotFound(InferenceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class DeadlineExpired(InferenceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class VersionRefused(Exception):
     """A model version failed verification; the message says why. It never serves."""

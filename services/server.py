@@ -23,6 +23,7 @@ from .admin import AdminServicer
 from .metrics import DriftCollector, Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
+from .security import BearerToken, CertificateFiles
 from .servicers import InferenceServicer
 from .settings import Settings
 
@@ -107,26 +108,39 @@ def start(settings: Settings) -> Running:
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]  # clients keepalive every 30s
+    # Beyond max_concurrent_rpcs (running plus queued for a worker thread) calls get RESOURCE_EXHAUSTED at once.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-                         options=options)
+                         options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
     outcomes = OutcomeTracker(metrics)
-    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(repo, outcomes, metrics, settings.max_batch),
-                                                   server)
+    pb_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    tls = None
+    if settings.tls_cert or settings.tls_key:
+        if not (settings.tls_cert and settings.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        tls = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    elif settings.tls_client_ca:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     running = Running(server, port, None, None, repo, metrics, health_servicer)
     running.refresh()
     if settings.admin_port >= 0:
-        admin = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin"))
+        interceptors = [BearerToken(settings.admin_token)] if settings.admin_token else []
+        admin = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin"),
+                            interceptors=interceptors)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(repo, outcomes, metrics, running.refresh),
                                                           admin)
         reflection.enable_server_reflection((ADMIN_SERVICE_NAME, reflection.SERVICE_NAME), admin)
-        running.admin_port = admin.add_insecure_port(f"{settings.admin_host}:{settings.admin_port}")
+        admin_address = f"{settings.admin_host}:{settings.admin_port}"
+        running.admin_port = (admin.add_secure_port(admin_address, tls.credentials()) if tls
+                              else admin.add_insecure_port(admin_address))
         if running.admin_port == 0:
             raise OSError(f"cannot listen on {settings.admin_host}:{settings.admin_port} (admin)")
         running.admin_server = admin

@@ -16,7 +16,7 @@ from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.features import FeatureError
 
 from . import convert, decisions
-from .errors import InferenceError, InvalidInput
+from .errors import DeadlineExpired, InferenceError, InvalidInput
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
@@ -34,6 +34,9 @@ def rpc(method: Callable) -> Callable:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # the caller gave up while it queued: do not compute
+                raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
             response = method(self, request, context)
             if hasattr(response, "model") and response.model.name:
                 self.metrics.latency.labels(name, response.model.name, response.model.version).observe(
@@ -57,11 +60,13 @@ def _ref(rt: ModelRuntime) -> pb.ModelRef:
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, repo: Repository, outcomes: OutcomeTracker, metrics: Metrics, max_batch: int):
+    def __init__(self, repo: Repository, outcomes: OutcomeTracker, metrics: Metrics, max_batch: int,
+                 max_window: int = 1024):
         self.repo = repo
         self.outcomes = outcomes
         self.metrics = metrics
         self.max_batch = max_batch
+        self.max_window = max_window
 
     def _model(self, name: str, selector: pb.ModelSelector) -> ModelRuntime:
         return self.repo.get(name, selector.version, selector.label)
@@ -80,7 +85,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     def _bandwidth(self, histories: Sequence[pb.LinkHistory], selector: pb.ModelSelector, single: bool):
         rt = self._model("bandwidth_predictor", selector)
-        answers = self._decide(decisions.bandwidth, rt, convert.network(histories, rt.meta.window, single))
+        answers = self._decide(decisions.bandwidth, rt,
+                               convert.network(histories, rt.meta.window, single, self.max_window))
         now = convert.now()
         preds = [convert.bandwidth_prediction(a, h.samples[-1], self.outcomes.remember(
             rt.name, rt.version, a.bandwidth_mbps), now) for a, h in zip(answers, histories)]
@@ -139,7 +145,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     def _latency(self, windows: Sequence[pb.ConsensusWindow], selector: pb.ModelSelector, single: bool):
         rt = self._model("consensus_latency", selector)
-        answers = self._decide(decisions.high_latency, rt, convert.consensus(windows, rt.meta.window, single))
+        answers = self._decide(decisions.high_latency, rt,
+                               convert.consensus(windows, rt.meta.window, single, self.max_window))
         return rt, [convert.latency_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_high_latency))
                     for a in answers]
 

@@ -30,6 +30,12 @@ class Settings:
     poll_seconds: float = 2.0           # how often the repository is rescanned; 0 disables
     admin_host: str = "127.0.0.1"       # the admin API: loopback unless chosen otherwise
     admin_port: int = 50052             # 0 picks a free port; -1 disables the admin API
+    admin_token: str = ""               # when set, admin calls need "authorization: Bearer <token>"
+    tls_cert: Path | None = None        # PEM certificate chain: TLS on the inference and admin ports
+    tls_key: Path | None = None         # PEM private key
+    tls_client_ca: Path | None = None   # PEM CA: mutual TLS, clients must present a certificate it signed
+    max_concurrent_rpcs: int = 64       # RPCs admitted at once (running or queued); beyond: RESOURCE_EXHAUSTED
+    max_window: int = 1024              # samples accepted in one history or window
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()
