@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true")
     t.add_argument("--publish", type=Path, metavar="REPO", help="retrain with the best parameters and publish")
+    z = sub.add_parser("fuzz", help="send generated bad requests to a server and check every answer",
+                       description="Send COUNT generated bad requests through a real channel; each answer must "
+                                   "carry the right status and name the field. Exit 1 on any wrong answer.")
+    z.add_argument("--target", default="127.0.0.1:50051")
+    z.add_argument("--count", type=int, default=10000)
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--pid", type=int, help="the server's process id, to follow its memory")
+    z.add_argument("--json", action="store_true")
     from dwcp_inference import admin_cli
 
     admin_cli.add_parser(sub)
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
-            "models": admin_cli.run, "tune": _tune}[args.command](args)
+            "models": admin_cli.run, "tune": _tune, "fuzz": _fuzz}[args.command](args)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -149,6 +157,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"not published (missed targets or lost to a baseline): {sorted(held)}", file=sys.stderr)
         return 3
     return 0
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    from dwcp_inference.fuzz import main as fuzz
+
+    return fuzz(args)
 
 
 def _tune(args: argparse.Namespace) -> int:

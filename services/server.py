@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -24,7 +25,7 @@ from .metrics import DriftCollector, Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
-from .servicers import InferenceServicer
+from .servicers import InferenceServicer, Undecodable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,30 @@ class Running:
             self._metrics_server.shutdown()
 
 
+def lenient_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The inference service's handlers, with request bytes that do not parse handed to the servicer as
+    Undecodable (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+    service = pb.DESCRIPTOR.services_by_name["InferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name), request_deserializer=_parse(request_cls),
+            response_serializer=response_cls.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _parse(cls: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError:
+            return Undecodable(cls.DESCRIPTOR.full_name)
+
+    return parse
+
+
 def start(settings: Settings) -> Running:
     metrics = Metrics()
     repo = Repository(settings.resolved_repository(), settings.session_threads,
@@ -112,8 +137,8 @@ def start(settings: Settings) -> Running:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
                          options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
     outcomes = OutcomeTracker(metrics)
-    pb_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window), server)
+    server.add_generic_rpc_handlers((lenient_handlers(
+        InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

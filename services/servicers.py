@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 import time
 from typing import Any, Callable, Sequence
 
@@ -25,6 +26,13 @@ from .runtime import ModelRuntime
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that are not a serialized message of the RPC's request type."""
+
+    type_name: str
+
+
 def rpc(method: Callable) -> Callable:
     """Map domain errors to their status, anything unexpected to INTERNAL (logged), and record metrics."""
     name = method.__name__
@@ -34,6 +42,8 @@ def rpc(method: Callable) -> Callable:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidInput(f"request: the bytes are not a serialized {request.type_name}")
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:  # the caller gave up while it queued: do not compute
                 raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
@@ -132,6 +142,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     @rpc
     def DetectAnomaly(self, request: pb.DetectAnomalyRequest, context) -> pb.DetectAnomalyResponse:
+        if not request.HasField("metrics"):
+            raise InvalidInput("metrics: expected the node's metric vector, got none")
         rt, out = self._anomaly([request.metrics], request.model, single=True)
         return pb.DetectAnomalyResponse(verdict=out[0], model=_ref(rt))
 

@@ -64,3 +64,10 @@ def test_the_drop_in_example_program_runs(go):
     assert proc.returncode == 0, proc.stderr
     assert "model bandwidth_predictor:1" in proc.stdout
     assert "anomaly: " in proc.stdout and "error_rate" in proc.stdout
+
+
+@pytest.mark.parametrize("target", ["FuzzFeatureLayouts", "FuzzAlgorithm"])
+def test_go_fuzz_targets_find_nothing_in_a_short_run(go, target):
+    proc = subprocess.run([go, "test", "-run", "^$", "-fuzz", f"^{target}$", "-fuzztime", "5s", "./inference"],
+                          cwd=GO_MODULE, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -201,3 +201,33 @@ def test_models_cli_sends_the_token(trained_repo):
         running.stop(0)
     assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
     assert allowed.returncode == 0 and "bandwidth_predictor" in allowed.stdout
+
+
+def test_ten_thousand_bad_requests_get_the_right_status_and_memory_stays_flat(tmp_path):
+    import signal
+    import socket
+    import sys
+
+    from dwcp_inference import fuzz
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port",
+                               str(port), "--metrics-port", "-1", "--admin-port", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "health", "--target", f"127.0.0.1:{port}"],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        result = fuzz.run(f"127.0.0.1:{port}", 10_000, seed=1, pid=server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    print({k: v for k, v in result.items() if k != "examples"})
+    assert result["wrong"] == {}, result["examples"]
+    assert result["serving_after"] and sum(result["sent"].values()) == 10_000 and len(result["sent"]) == 7
+    rss = result["rss_kib"]
+    assert rss[-1] < rss[1] * 1.10, f"memory grew: {rss}"

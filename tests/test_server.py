@@ -139,6 +139,7 @@ BAD = [
      "at least 20 samples"),
     ("DetectHighLatencyBatch", pb.DetectHighLatencyBatchRequest(), "windows", "at least one item"),
     ("ReportOutcome", pb.ReportOutcomeRequest(), "prediction_id", "expected"),
+    ("DetectAnomaly", pb.DetectAnomalyRequest(), "metrics", "got none"),
 ]
 
 
@@ -169,7 +170,8 @@ def test_random_bytes_are_rejected_and_the_server_keeps_serving(channel, stub):
                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
     with pytest.raises(grpc.RpcError) as e:
         call(b"\xff\xfe\x00garbage\x12\x99")
-    assert e.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a serialized dwcp.inference.v1.PredictBandwidthRequest" in e.value.details()
     assert stub.DetectAnomaly(pb.DetectAnomalyRequest(metrics=node_metrics())).model.version == "1"
 
 

@@ -124,3 +124,19 @@ func TestContextErrorSaysTheDeadlinePassed(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// answerAll answers every RPC with an empty response.
+type answerAll struct{ pb.InferenceServiceClient }
+
+func (answerAll) PredictBandwidth(context.Context, *pb.PredictBandwidthRequest, ...grpc.CallOption) (*pb.PredictBandwidthResponse, error) {
+	return &pb.PredictBandwidthResponse{Prediction: &pb.BandwidthPrediction{}}, nil
+}
+func (answerAll) SelectCompression(context.Context, *pb.SelectCompressionRequest, ...grpc.CallOption) (*pb.SelectCompressionResponse, error) {
+	return &pb.SelectCompressionResponse{Decision: &pb.CompressionDecision{Choice: &pb.CompressionChoice{}}}, nil
+}
+func (answerAll) DetectAnomaly(context.Context, *pb.DetectAnomalyRequest, ...grpc.CallOption) (*pb.DetectAnomalyResponse, error) {
+	return &pb.DetectAnomalyResponse{Verdict: &pb.AnomalyVerdict{}}, nil
+}
+func (answerAll) DetectHighLatency(context.Context, *pb.DetectHighLatencyRequest, ...grpc.CallOption) (*pb.DetectHighLatencyResponse, error) {
+	return &pb.DetectHighLatencyResponse{Verdict: &pb.LatencyVerdict{}}, nil
+}
