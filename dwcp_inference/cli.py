@@ -91,8 +91,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from dwcp_inference.services.server import serve
     from dwcp_inference.services.settings import Settings
+    from dwcp_inference.services.workers import supervise
 
-    serve(Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)}))
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    (supervise if settings.workers > 1 else serve)(settings)
     return 0
 
 

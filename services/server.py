@@ -134,7 +134,7 @@ def start(settings: Settings) -> Running:
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]  # clients keepalive every 30s
     # Beyond max_concurrent_rpcs (running plus queued for a worker thread) calls get RESOURCE_EXHAUSTED at once.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
                          options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
     outcomes = OutcomeTracker(metrics)
     server.add_generic_rpc_handlers((lenient_handlers(

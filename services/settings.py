@@ -22,7 +22,8 @@ class Settings:
     port: int = 50051                   # 0 picks a free port
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464            # 0 picks a free port; -1 disables /metrics
-    workers: int = 8                    # threads answering RPCs
+    threads: int = 8                    # threads answering RPCs in each worker process
+    workers: int = 1                    # server processes on the same port (SO_REUSEPORT), supervised
     session_threads: int = 1            # onnxruntime intra-op threads per model version
     max_batch: int = 1024               # items per batch RPC
     max_message_bytes: int = 4 << 20
@@ -34,7 +35,8 @@ class Settings:
     tls_cert: Path | None = None        # PEM certificate chain: TLS on the inference and admin ports
     tls_key: Path | None = None         # PEM private key
     tls_client_ca: Path | None = None   # PEM CA: mutual TLS, clients must present a certificate it signed
-    max_concurrent_rpcs: int = 64       # RPCs admitted at once (running or queued); beyond: RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int = 64       # RPCs admitted at once per worker (running or queued); beyond:
+                                        # RESOURCE_EXHAUSTED
     max_window: int = 1024              # samples accepted in one history or window
 
     def resolved_repository(self) -> Path:

@@ -126,7 +126,7 @@ def test_admin_needs_its_token(trained_repo):
 
 
 def test_overload_is_shed_at_once_and_the_server_recovers(trained_repo):
-    running = start_server(trained_repo, workers=1, max_concurrent_rpcs=3)
+    running = start_server(trained_repo, threads=1, max_concurrent_rpcs=3)
     codes: list = []
     lock = threading.Lock()
     try:
@@ -158,7 +158,7 @@ def test_overload_is_shed_at_once_and_the_server_recovers(trained_repo):
 
 
 def test_a_call_whose_deadline_passed_in_the_queue_is_not_computed(trained_repo):
-    running = start_server(trained_repo, workers=1)
+    running = start_server(trained_repo, threads=1)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             stub = pb_grpc.InferenceServiceStub(ch)

@@ -64,7 +64,7 @@ def publish_broken(repo: Path, version: str, kind: str) -> None:
 
 @pytest.fixture()
 def ops(repo_copy):
-    running = start_server(repo_copy, metrics_port=-1, poll_seconds=0.2, workers=8)
+    running = start_server(repo_copy, metrics_port=-1, poll_seconds=0.2, threads=8)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     admin_channel = grpc.insecure_channel(f"127.0.0.1:{running.admin_port}")
     yield (running, repo_copy, pb_grpc.InferenceServiceStub(channel), apb_grpc.AdminServiceStub(admin_channel))

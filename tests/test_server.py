@@ -233,7 +233,7 @@ def test_a_broken_version_is_refused_and_the_valid_one_serves(repo_copy):
 
 
 def test_stop_lets_in_flight_requests_finish(trained_repo):
-    running = start_server(trained_repo, metrics_port=-1, workers=1)
+    running = start_server(trained_repo, metrics_port=-1, threads=1)
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
         request = pb.PredictBandwidthBatchRequest(histories=[link_history(30)] * 1000)

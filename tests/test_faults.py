@@ -1,0 +1,94 @@
+"""Faults: with --workers N, a worker killed with SIGKILL is replaced and the others keep answering."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+
+from dwcp_inference.api import inference_pb2 as pb
+from dwcp_inference.api import inference_pb2_grpc as pb_grpc
+
+from .samples import link_history
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _call_with_retries(stub, request, tries: int = 5) -> str:
+    """As the Go client does: UNAVAILABLE (the worker behind the connection died) is retried."""
+    for attempt in range(tries):
+        try:
+            return stub.PredictBandwidth(request, timeout=5, wait_for_ready=True).model.version
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def test_a_killed_worker_is_replaced_and_the_others_keep_answering():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--workers", "2", "--host",
+                             "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1",
+                             "--poll-seconds", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+
+    def pids() -> dict[int, int]:
+        return {int(m[1]): int(m[2]) for m in (re.match(r"worker (\d+) pid (\d+)", ln) for ln in list(lines)) if m}
+
+    try:
+        deadline = time.monotonic() + 60
+        while sum("serving on" in ln for ln in list(lines)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        first = pids()
+        ok, failed = [0], []
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def client() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = pb_grpc.InferenceServiceStub(ch)
+                request = pb.PredictBandwidthRequest(history=link_history())
+                while not stop.is_set():
+                    try:
+                        _call_with_retries(stub, request)
+                        with lock:
+                            ok[0] += 1
+                    except grpc.RpcError as e:
+                        with lock:
+                            failed.append(f"{e.code().name}: {e.details()}")
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        before = ok[0]
+        os.kill(first[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pids().get(1) == first[1]:
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.1)
+        time.sleep(2.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        after = ok[0] - before
+        print(f"workers {first} -> {pids()}; {before} calls before the kill, {after} after, {len(failed)} failed")
+        assert failed == [] and before > 50 and after > 50
+        assert pids()[1] != first[1] and pids()[0] == first[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
