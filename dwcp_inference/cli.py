@@ -50,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--pid", type=int, help="the server's process id, to follow its memory")
     z.add_argument("--json", action="store_true")
+    k = sub.add_parser("soak", help="mixed traffic and hot swaps against a server; memory, files, errors, latency",
+                       description="Run a server (on a copy of the repository) under mixed traffic while new "
+                                   "versions are published; print its memory, open files, errors and latency.")
+    k.add_argument("--minutes", type=float, default=30)
+    k.add_argument("--interval", type=float, default=60, help="seconds between report lines (default 60)")
+    k.add_argument("--swaps", type=int, default=50, help="versions published during the run (default 50)")
+    k.add_argument("--clients", type=int, default=4)
+    k.add_argument("--repository", type=Path, help="default: the bundled models")
+    k.add_argument("--outcome-capacity", type=int, default=100_000,
+                   help="the server's remembered predictions (default %(default)s)")
+    k.add_argument("--json", action="store_true")
     from dwcp_inference import admin_cli
 
     admin_cli.add_parser(sub)
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
-            "models": admin_cli.run, "tune": _tune, "fuzz": _fuzz}[args.command](args)
+            "models": admin_cli.run, "tune": _tune, "fuzz": _fuzz, "soak": _soak}[args.command](args)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -159,6 +170,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"not published (missed targets or lost to a baseline): {sorted(held)}", file=sys.stderr)
         return 3
     return 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from dwcp_inference.soak import main as soak
+
+    return soak(args)
 
 
 def _fuzz(args: argparse.Namespace) -> int:

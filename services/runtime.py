@@ -85,6 +85,9 @@ class ModelRuntime:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # The arena keeps what a session allocated after the session is gone: versions swapped in and out
+        # would then grow the process. Our models are small; plain malloc costs nothing measurable here.
+        opts.enable_cpu_mem_arena = False
         try:
             session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own error types for corrupt graphs

@@ -136,7 +136,7 @@ def start(settings: Settings) -> Running:
     # Beyond max_concurrent_rpcs (running plus queued for a worker thread) calls get RESOURCE_EXHAUSTED at once.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
                          options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
-    outcomes = OutcomeTracker(metrics)
+    outcomes = OutcomeTracker(metrics, settings.outcome_capacity)
     server.add_generic_rpc_handlers((lenient_handlers(
         InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)),))
     health_servicer = health.HealthServicer()

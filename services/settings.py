@@ -38,6 +38,7 @@ class Settings:
     max_concurrent_rpcs: int = 64       # RPCs admitted at once per worker (running or queued); beyond:
                                         # RESOURCE_EXHAUSTED
     max_window: int = 1024              # samples accepted in one history or window
+    outcome_capacity: int = 100_000     # predictions remembered for ReportOutcome (about 350 bytes each)
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

@@ -92,3 +92,13 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_short_soak_fifty_swaps_no_error_and_flat_memory():
+    from dwcp_inference import soak
+
+    summary = soak.run(0.6, interval=6, swaps=50, clients=4, outcome_capacity=2000, out=print)
+    assert summary["errors"] == 0, summary["first_errors"]
+    assert summary["swaps"] == 50 and summary["calls"] > 1000
+    assert summary["growth_pct"] < 10, summary["rows"]
+    assert len({r["fds"] for r in summary["rows"]}) == 1, "open files changed"
