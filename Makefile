@@ -6,23 +6,23 @@ SERVE_VENV := .venv-serve
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: serve test setup protos protos-check models clean
+.PHONY: serve test setup protos protos-check models lock clean
 
 # A lean environment with only the server's dependencies (no torch), serving the bundled models.
-$(SERVE_VENV)/.done: pyproject.toml
+$(SERVE_VENV)/.done: pyproject.toml requirements/server.txt
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
-	$(SERVE_VENV)/bin/pip install --quiet .
+	$(SERVE_VENV)/bin/pip install --quiet -c requirements/server.txt .
 	touch $@
 
 serve: $(SERVE_VENV)/.done
 	$(SERVE_VENV)/bin/dwcp-inference serve --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # The development environment: server, training (torch, scikit-learn) and test tools.
-$(VENV)/.done: pyproject.toml
+$(VENV)/.done: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[train,dev]'
+	$(VENV)/bin/pip install --quiet -c requirements/dev.txt -e '.[train,dev]'
 	touch $@
 
 setup: $(VENV)/.done
@@ -45,6 +45,10 @@ protos-check: protos
 models: $(VENV)/.done
 	rm -rf dwcp_inference/models docs/default-models
 	$(VENV)/bin/dwcp-inference train all --out dwcp_inference/models --report docs/default-models
+
+# Refresh the lock files (pip constraints used by setup, serve and the image) to the newest allowed versions.
+lock:
+	scripts/lock.sh $(PYTHON)
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info
