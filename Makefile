@@ -6,7 +6,7 @@ SERVE_VENV := .venv-serve
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: serve test setup protos protos-check models lock clean
+.PHONY: serve test setup protos protos-check models lock audit clean
 
 # A lean environment with only the server's dependencies (no torch), serving the bundled models.
 $(SERVE_VENV)/.done: pyproject.toml requirements/server.txt
@@ -49,6 +49,14 @@ models: $(VENV)/.done
 # Refresh the lock files (pip constraints used by setup, serve and the image) to the newest allowed versions.
 lock:
 	scripts/lock.sh $(PYTHON)
+
+# Known vulnerabilities in the locked dependencies. Needs PyPI's JSON API and vuln.go.dev, which CI's network
+# here does not reach (pip-audit then reports every package as "could not be audited"): run it where they are.
+audit: $(VENV)/.done
+	[ -x .venv-audit/bin/pip-audit ] || ($(PYTHON) -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit)
+	.venv-audit/bin/pip-audit --strict --progress-spinner off -r requirements/server.txt
+	.venv-audit/bin/pip-audit --strict --progress-spinner off -r requirements/dev.txt
+	cd clients/go && go run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info

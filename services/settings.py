@@ -35,7 +35,7 @@ class Settings:
     tls_cert: Path | None = None        # PEM certificate chain: TLS on the inference and admin ports
     tls_key: Path | None = None         # PEM private key
     tls_client_ca: Path | None = None   # PEM CA: mutual TLS, clients must present a certificate it signed
-    max_concurrent_rpcs: int = 64       # RPCs admitted at once per worker (running or queued); beyond:
+    max_concurrent_rpcs: int = 32       # RPCs admitted at once per worker (running or queued); beyond:
                                         # RESOURCE_EXHAUSTED
     max_window: int = 1024              # samples accepted in one history or window
     outcome_capacity: int = 100_000     # predictions remembered for ReportOutcome (about 350 bytes each)
