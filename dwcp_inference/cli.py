@@ -127,6 +127,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="write the report here: report.md, report.json and plots")
     p.add_argument("--workers", type=int, default=2, help="models trained at once, each in its own process "
                                                           "(default %(default)s)")
+    p.add_argument("--checkpoints", type=Path, metavar="DIR",
+                   help="save the best weights of each neural model here as training goes (MODEL.pt)")
     p.add_argument("--force", action="store_true",
                    help="publish a model even when it misses its targets or loses to a baseline")
 
@@ -145,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
         print("--data is one model's CSV: name the model, not 'all'", file=sys.stderr)
         return 2
     kwargs = dict(data=args.data, fmt=args.format, interval_ms=args.interval_ms, seed=args.seed,
-                  size="quick" if args.quick else "full", force=args.force)
+                  size="quick" if args.quick else "full", force=args.force, checkpoint_dir=args.checkpoints)
     try:
         if len(models) > 1 and args.workers > 1:
             results, held = jobs.run_all(models, args.out, workers=args.workers, **kwargs)

@@ -109,7 +109,8 @@ def test_train_all_in_parallel_writes_a_report_with_plots(tmp_path):
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "train", "all", "--quick", "--force",
-                           "--workers", "2", "--out", str(tmp_path / "repo"), "--report", str(tmp_path / "report")],
+                           "--workers", "2", "--out", str(tmp_path / "repo"), "--report", str(tmp_path / "report"),
+                           "--checkpoints", str(tmp_path / "ckpt")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -117,3 +118,5 @@ def test_train_all_in_parallel_writes_a_report_with_plots(tmp_path):
                                                            "reliability_detector", "consensus_latency"}
     assert len(list((tmp_path / "report").glob("*.png"))) == 4
     assert "## consensus_latency v1" in (tmp_path / "report" / "report.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "bandwidth_predictor.pt", "compression_selector.pt", "consensus_latency.pt"]

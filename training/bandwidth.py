@@ -85,7 +85,8 @@ def make_windows(columns: dict[str, np.ndarray], window: int) -> tuple[dict[str,
 
 
 def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 30,
-          hidden: int = 64, lr: float = 3e-3, timed: bool = True, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+          hidden: int = 64, lr: float = 3e-3, timed: bool = True, force: bool = False, quiet: bool = False,
+          checkpoint_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -120,7 +121,8 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
 
     tensors = (x, y, true_bw, weight)
     summary = fit(model, loss, tuple(t[parts[0]] for t in tensors), tuple(t[parts[1]] for t in tensors),
-                  epochs=epochs, lr=lr, seed=seed, name=NAME)
+                  epochs=epochs, lr=lr, seed=seed, name=NAME,
+                  checkpoint=Path(checkpoint_dir) / f"{NAME}.pt" if checkpoint_dir else None)
 
     def domain(rows: torch.Tensor) -> dict[str, np.ndarray]:
         return decode_targets(targets, predict(model, x[rows]).numpy())

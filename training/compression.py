@@ -119,7 +119,8 @@ def regret(seconds: np.ndarray, picked: np.ndarray) -> dict[str, float]:
 
 
 def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 64, lr: float = 3e-3, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+          hidden: int = 64, lr: float = 3e-3, force: bool = False, quiet: bool = False,
+          checkpoint_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -146,7 +147,8 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
         return (torch.softmax(logits, -1) * b[2]).sum(-1).mean() + 0.1 * ce(logits, b[1])
 
     summary = fit(model, loss, (x[parts[0]], y[parts[0]], cost[parts[0]]),
-                  (x[parts[1]], y[parts[1]], cost[parts[1]]), epochs=epochs, lr=lr, seed=seed, name=NAME)
+                  (x[parts[1]], y[parts[1]], cost[parts[1]]), epochs=epochs, lr=lr, seed=seed, name=NAME,
+                  checkpoint=Path(checkpoint_dir) / f"{NAME}.pt" if checkpoint_dir else None)
     probs = Probabilities(model).eval()
 
     test = parts[2].numpy()

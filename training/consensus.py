@@ -56,7 +56,8 @@ def rows_to_windows(columns: dict[str, np.ndarray], window: int = WINDOW) -> dic
 
 
 def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 40,
-          hidden: int = 32, lr: float = 3e-3, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+          hidden: int = 32, lr: float = 3e-3, force: bool = False, quiet: bool = False,
+          checkpoint_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -74,7 +75,8 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
     mse = torch.nn.MSELoss()
     val_normal = torch.from_numpy(np.arange(va.start, va.stop)[y[va] == 0])
     summary = fit(model, lambda m, b: mse(m(b[0]), b[0]), (x[torch.from_numpy(train_normal)],),
-                  (x[val_normal],), epochs=epochs, lr=lr, seed=seed, name=NAME)
+                  (x[val_normal],), epochs=epochs, lr=lr, seed=seed, name=NAME,
+                  checkpoint=Path(checkpoint_dir) / f"{NAME}.pt" if checkpoint_dir else None)
     with torch.no_grad():
         normal_error = ReconstructionErrors(model).raw_errors(x[torch.from_numpy(train_normal)]).mean(dim=0)
     scorer = ReconstructionErrors(model, torch.clamp(normal_error, min=1e-4)).eval()

@@ -65,8 +65,8 @@ def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> t
 
 
 def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", interval_ms: int = 1000,
-        seed: int = 0, size: str = "full", force: bool = False, params: dict[str, Any] | None = None
-        ) -> dict[str, Any]:
+        seed: int = 0, size: str = "full", force: bool = False, params: dict[str, Any] | None = None,
+        checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Train one model on `data` (in `fmt`) or on generated data, export and publish it."""
     started = time.monotonic()
     extra: dict[str, Any] = {}
@@ -77,6 +77,9 @@ def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", in
         columns = generate(model, seed, size)
         source = f"generator:{model}:{size}"
     print(f"[{NAMES[model]}] training on {source}", flush=True)
+    if checkpoint_dir is not None and model != "reliability":  # the best weights so far, saved each epoch
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        extra["checkpoint_dir"] = checkpoint_dir
     result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
                          **{**SIZES[size][model][1], **extra, **(params or {})})
     result["seconds"] = round(time.monotonic() - started, 1)
