@@ -76,12 +76,14 @@ class Repository:
         self.reload()
 
     def reload(self) -> bool:
-        """Rescan the repository; returns whether anything changed."""
+        """Rescan the repository; returns whether anything changed. When the repository cannot be read (gone,
+        unmounted, permissions), raises OSError and changes nothing: what is loaded keeps serving."""
         with self._reload_lock:
             current = self._models
             models: dict[str, _Model] = {}
             changed = False
-            for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            model_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            for model_dir in model_dirs:
                 if model_dir.name not in MODEL_KINDS:
                     continue
                 entry, entry_changed = self._scan(model_dir, current.get(model_dir.name))

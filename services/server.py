@@ -70,7 +70,10 @@ class Running:
         for name in MODEL_KINDS:
             self.health.set(name, SERVING if name in serving else NOT_SERVING)
         # Ready only when every model the repository holds has a verified version serving.
-        present = {p.name for p in self.repository.root.iterdir() if p.is_dir() and p.name in MODEL_KINDS}
+        try:
+            present = {p.name for p in self.repository.root.iterdir() if p.is_dir() and p.name in MODEL_KINDS}
+        except OSError:  # the repository is unreadable for now: judge by what is loaded
+            present = set(serving)
         overall = SERVING if serving and present <= set(serving) else NOT_SERVING
         self.health.set("", overall)
         self.health.set(SERVICE_NAME, overall)

@@ -12,6 +12,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
@@ -102,3 +103,91 @@ def test_short_soak_fifty_swaps_no_error_and_flat_memory():
     assert summary["swaps"] == 50 and summary["calls"] > 1000
     assert summary["growth_pct"] < 10, summary["rows"]
     assert len({r["fds"] for r in summary["rows"]}) == 1, "open files changed"
+
+
+def _repo_server(repo, **kw):
+    from .conftest import start_server
+
+    return start_server(repo, metrics_port=-1, **kw)
+
+
+def test_an_onnxruntime_error_fails_that_request_only(repo_copy):
+    """A version whose graph only runs at batch size 1: a batch call fails inside onnxruntime, the rest serve."""
+    import json
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from dwcp_inference import metadata
+
+    vdir = repo_copy / "bandwidth_predictor" / "1"
+    model = onnx.load(vdir / "model.onnx")
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_raw" if o == out else o for o in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "batch_of_one"))
+    model.graph.node.append(helper.make_node("Reshape", [f"{out}_raw", "batch_of_one"], [out]))
+    onnx.save(model, vdir / "model.onnx")
+    meta = json.loads((vdir / "metadata.json").read_text())
+    meta["sha256"] = metadata.sha256_file(vdir / "model.onnx")
+    (vdir / "metadata.json").write_text(json.dumps(meta))
+    running = _repo_server(repo_copy, poll_seconds=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            try:
+                stub.PredictBandwidthBatch(pb.PredictBandwidthBatchRequest(histories=[link_history()] * 2))
+                raise AssertionError("the batch should have failed inside onnxruntime")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.INTERNAL and "internal error" in e.details()
+            assert stub.PredictBandwidth(pb.PredictBandwidthRequest(history=link_history())).model.version == "1"
+    finally:
+        running.stop(0)
+
+
+def test_an_unreadable_repository_leaves_the_serving_versions(repo_copy):
+    running = _repo_server(repo_copy, poll_seconds=0.1)
+    moved = repo_copy.with_name("elsewhere")
+    try:
+        repo_copy.rename(moved)  # unmounted, deleted, or unreadable: the scan fails
+        time.sleep(0.5)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            assert stub.PredictBandwidth(pb.PredictBandwidthRequest(history=link_history())).model.version == "1"
+        assert set(running.repository.loaded()) == {"bandwidth_predictor", "compression_selector",
+                                                    "reliability_detector", "consensus_latency"}
+    finally:
+        running.stop(0)
+
+
+def test_a_disk_that_fills_during_a_publish_leaves_nothing_and_the_serving_version(repo_copy):
+    """The publish runs with a file-size limit (as a full disk would stop it) and fails part way."""
+    script = f"""
+import resource, signal, numpy as np
+from pathlib import Path
+from dwcp_inference import metadata
+from dwcp_inference.export import publish
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+src = Path({str(repo_copy / 'bandwidth_predictor' / '1')!r})
+meta = metadata.read(src)
+onnx_bytes = (src / "model.onnx").read_bytes()
+x = np.asarray([v["input"] for v in meta.test_vectors] * 64, dtype=np.float32)
+ref = publish.run_onnx(onnx_bytes, x)
+resource.setrlimit(resource.RLIMIT_FSIZE, (len(onnx_bytes) // 2, len(onnx_bytes) // 2))
+try:
+    publish.publish(Path({str(repo_copy)!r}), meta, onnx_bytes, x, ref)
+except OSError as e:
+    print("publish failed:", e)
+"""
+    running = _repo_server(repo_copy, poll_seconds=0.1)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert "publish failed" in proc.stdout, proc.stdout + proc.stderr
+        entries = sorted(p.name for p in (repo_copy / "bandwidth_predictor").iterdir())
+        assert entries == ["1"], f"a failed publish left {entries}"
+        time.sleep(0.3)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            assert stub.PredictBandwidth(pb.PredictBandwidthRequest(history=link_history())).model.version == "1"
+    finally:
+        running.stop(0)
