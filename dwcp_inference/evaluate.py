@@ -61,7 +61,7 @@ def _bandwidth(rt: Any, columns: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _compression(rt: Any, columns: dict[str, np.ndarray]) -> dict[str, Any]:
-    columns = compression._with_costs(columns)
+    columns = compression.with_costs(columns)
     split = columns["split"] if "split" in columns else compression.split_by_payload(columns["chunk"], 0)
     rows = np.flatnonzero(split == 2)
     answers = [a for start in range(0, len(rows), BATCH)

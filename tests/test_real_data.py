@@ -70,3 +70,16 @@ def test_train_and_evaluate_bandwidth_on_a_real_trace(shared, tmp_path):
     rows = result["rows"]
     assert rows["lstm (ours)"]["mape_pct"] < rows["moving_average"]["mape_pct"]
     assert "met" in result["target"]
+
+
+def test_train_and_evaluate_the_selector_on_the_payload_corpus(shared, tmp_path):
+    from dwcp_inference.training import compression, jobs
+
+    columns, _ = jobs.load("compression", shared / "payloads", "payloads")
+    assert set(np.unique(columns["split"])) == {0, 1, 2}
+    compression.train(columns, tmp_path, source="test", epochs=8, hidden=32, quiet=True, force=True)
+    out = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "evaluate", "compression", "--repository",
+                          str(tmp_path), "--data", str(shared / "payloads"), "--format", "payloads", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)["rows"]
+    assert rows["mlp (ours)"]["throughput_regret_pct"] < rows["always zstd-3"]["throughput_regret_pct"]

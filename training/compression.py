@@ -78,7 +78,7 @@ def corpus_rows(files: list[tuple[str, bytes]], links_per_chunk: int = 30, seed:
     return cols
 
 
-def _with_costs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def with_costs(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Columns with `seconds` [N, choices], `best_choice` as an index and `chunk` (the payload group). A CSV
     gives per-choice times as seconds_<choice> columns, or only the best choice (then every other choice is
     charged twice the best's time)."""
@@ -129,7 +129,7 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
     from .models import CompressionMLP, Probabilities
 
     seed_everything(seed)
-    columns = _with_costs(columns)
+    columns = with_costs(columns)
     split = columns["split"] if "split" in columns else split_by_payload(columns["chunk"], seed)
     features = fit_scaling(FEATURES, take(columns, split == 0))
     x = torch.from_numpy(transform(features, columns))
