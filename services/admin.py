@@ -47,7 +47,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         return out
 
     def _changed(self, model: str) -> apb.ModelStatus:
-        self.on_change()
+        self.on_change()  # the server's refresh, which also releases what unloaded versions held
         return self.status(model)
 
     @staticmethod
