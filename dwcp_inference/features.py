@@ -205,16 +205,6 @@ def encode_targets(targets: list[Target], columns: Columns) -> np.ndarray:
     return np.stack(out, axis=-1).astype(np.float32)
 
 
-def fit_targets(targets: list[Target], columns: Columns) -> list[Target]:
-    fitted = []
-    for t in targets:
-        y = np.asarray(columns[t.name], dtype=np.float64)
-        y = _unscaled(Feature(t.name, t.name, t.transform), y)
-        std = float(y.std())
-        fitted.append(Target(t.name, t.transform, float(y.mean()), std if std > 1e-9 else 1.0, t.min, t.max))
-    return fitted
-
-
 def decode_targets(targets: list[Target], outputs: np.ndarray) -> dict[str, np.ndarray]:
     """Model outputs [N, len(targets)] back to domain units, clipped to each target's range."""
     result = {}

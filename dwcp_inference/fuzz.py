@@ -55,7 +55,6 @@ def _node(**fields: float) -> pb.NodeMetrics:
 
 def cases(rng: random.Random, max_batch: int, max_window: int) -> list[Callable[[], Case]]:
     """Generators, one per kind of bad input."""
-    link = pb.LinkState(throughput_mbps=100, rtt_ms=40, link_type=pb.LINK_TYPE_WAN, packet_loss=0.001)
     payload = pb.PayloadTraits(size_bytes=4096, sample=b"x" * 100)
     net_fields = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")
     node_fields = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "cpu_usage", "memory_usage",

@@ -59,18 +59,19 @@ def _outcome(name: str, response: Any) -> pb.ReportOutcomeRequest | None:
     return None
 
 
-def publish_copy(repo: Path, model: str) -> str:
-    """A new version of `model`: a copy of its newest, by the safe publish protocol."""
+def publish_copy(repo: Path, model: str, version: str | None = None, source: str | None = None) -> Path:
+    """A new version of `model` (numbered `version`, default one above the newest): a copy of version `source`
+    (default the newest), by the safe publish protocol (a staging directory, then one rename)."""
     model_dir = repo / model
     newest = max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    version = str(int(newest.name) + 1)
+    version = version or str(int(newest.name) + 1)
     staging = model_dir / f".staging-{version}"
-    shutil.copytree(newest, staging)
+    shutil.copytree(model_dir / source if source else newest, staging)
     meta = json.loads((staging / "metadata.json").read_text())
     meta["version"] = version
     (staging / "metadata.json").write_text(json.dumps(meta))
     os.rename(staging, model_dir / version)
-    return version
+    return model_dir / version
 
 
 def run(minutes: float, *, interval: float = 60.0, swaps: int = 50, clients: int = 4,
@@ -165,5 +166,5 @@ def main(args: Any) -> int:
     summary = run(args.minutes, interval=args.interval, swaps=args.swaps, clients=args.clients,
                   repository=args.repository, outcome_capacity=args.outcome_capacity)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items()}, indent=1))
+        print(json.dumps(summary, indent=1))
     return 0 if summary["errors"] == 0 else 1

@@ -4,6 +4,7 @@ loopback port, a real channel."""
 from __future__ import annotations
 
 import json
+import socket
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def repo_copy(trained_repo: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "repo"
     shutil.copytree(trained_repo, dst, ignore=shutil.ignore_patterns("results.json"))
     return dst
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def start_server(repository: Path, **kw):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,10 @@ from pathlib import Path
 import pytest
 
 from dwcp_inference.services.settings import bundled_models
+from .conftest import free_port
 
 CLI = [sys.executable, "-m", "dwcp_inference.cli"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["train"], ["verify"], ["health"]])
@@ -39,7 +34,7 @@ def test_bundled_models_verify():
 
 
 def test_serve_with_no_arguments_serves_the_bundled_models_and_drains_on_sigterm():
-    port, metrics = _free_port(), _free_port()
+    port, metrics = free_port(), free_port()
     proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port",
                              str(metrics)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

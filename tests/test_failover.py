@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from .conftest import free_port
 
 GO_MODULE = Path(__file__).resolve().parents[1] / "clients" / "go"
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -20,9 +21,7 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 def _port_free_everywhere() -> int:
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         try:
             for host in HOSTS[1:]:
                 with socket.socket() as s:
@@ -32,11 +31,6 @@ def _port_free_everywhere() -> int:
             continue
     raise RuntimeError("no port free on all three loopback addresses")
 
-
-def _free() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_go_client_fails_over_when_a_server_is_killed():
@@ -49,7 +43,7 @@ def test_go_client_fails_over_when_a_server_is_killed():
     procs, spec = [], []
     try:
         for host in HOSTS:
-            metrics = _free()
+            metrics = free_port()
             p = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", host, "--port",
                                   str(port), "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics),
                                   "--admin-port", "-1", "--poll-seconds", "0"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,13 +16,9 @@ import numpy as np
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
+from .conftest import free_port
 from .samples import link_history
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _call_with_retries(stub, request, tries: int = 5) -> str:
@@ -39,7 +34,7 @@ def _call_with_retries(stub, request, tries: int = 5) -> str:
 
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_answering():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--workers", "2", "--host",
                              "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1",
                              "--poll-seconds", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -4,7 +4,6 @@ admin API; broken versions never serve."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,23 +20,12 @@ from dwcp_inference.api import admin_pb2 as apb
 from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
+from dwcp_inference.soak import publish_copy
 
 from .conftest import start_server
 from .samples import link_history, node_metrics
 
 MODEL = "bandwidth_predictor"
-
-
-def publish_copy(repo: Path, version: str, model: str = MODEL, source: str = "1") -> Path:
-    """A good version: a copy of `source`, published by the safe protocol (staging dir, then rename)."""
-    model_dir = repo / model
-    staging = model_dir / f".staging-{version}"
-    shutil.copytree(model_dir / source, staging)
-    meta = json.loads((staging / "metadata.json").read_text())
-    meta["version"] = version
-    (staging / "metadata.json").write_text(json.dumps(meta))
-    os.rename(staging, model_dir / version)
-    return model_dir / version
 
 
 def publish_broken(repo: Path, version: str, kind: str) -> None:
@@ -49,7 +37,7 @@ def publish_broken(repo: Path, version: str, kind: str) -> None:
         data = (repo / MODEL / "1" / "model.onnx").read_bytes()
         (vdir / "model.onnx").write_bytes(data[: len(data) // 3])
     else:
-        publish_copy(repo, version)
+        publish_copy(repo, MODEL, version, source="1")
         meta = json.loads((vdir / "metadata.json").read_text())
         if kind == "corrupt-onnx":
             (vdir / "model.onnx").write_bytes(b"\x08\x07not an onnx graph" * 100)
@@ -86,7 +74,7 @@ def test_a_published_version_serves_within_a_poll(ops):
     running, repo, stub, _ = ops
     request = pb.PredictBandwidthRequest(history=link_history())
     assert stub.PredictBandwidth(request).model.version == "1"
-    publish_copy(repo, "2")
+    publish_copy(repo, MODEL, "2", source="1")
     seconds = _wait(lambda: stub.PredictBandwidth(request).model.version == "2")
     print(f"version on disk to serving: {seconds * 1000:.0f} ms (poll every 0.2 s)")
     assert seconds < 5
@@ -128,7 +116,7 @@ def test_fifty_swaps_under_load_fail_no_request(ops):
                 continue
             with lock:
                 good.add(str(version))
-            publish_copy(repo, str(version))
+            publish_copy(repo, MODEL, str(version), source="1")
             admin.Reload(apb.ReloadRequest(), timeout=30)
             swaps += 1
             time.sleep(0.02)
@@ -157,8 +145,8 @@ def test_a_version_changed_in_place_to_something_broken_keeps_serving_its_loaded
 
 def test_labels_split_and_rollback(ops):
     running, repo, stub, admin = ops
-    publish_copy(repo, "2")
-    publish_copy(repo, "3")
+    publish_copy(repo, MODEL, "2", source="1")
+    publish_copy(repo, MODEL, "3", source="1")
     admin.Reload(apb.ReloadRequest())
     request = pb.PredictBandwidthRequest(history=link_history())
     assert stub.PredictBandwidth(request).model.version == "3"  # latest by default
@@ -210,7 +198,7 @@ def test_admin_refuses_bad_operations_with_reasons(ops):
 
 def test_unload_and_load_a_version(ops):
     running, repo, stub, admin = ops
-    publish_copy(repo, "2")
+    publish_copy(repo, MODEL, "2", source="1")
     admin.Reload(apb.ReloadRequest())
     request = pb.PredictBandwidthRequest(history=link_history())
     admin.UnloadVersion(apb.VersionRequest(model=MODEL, version="2"))
@@ -239,7 +227,7 @@ def test_admin_is_not_reachable_on_the_inference_port(ops):
 
 def test_models_cli(ops):
     running, repo, stub, admin = ops
-    publish_copy(repo, "2")
+    publish_copy(repo, MODEL, "2", source="1")
     target = f"127.0.0.1:{running.admin_port}"
 
     def cli(*args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -18,7 +17,7 @@ import pytest
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
-from .conftest import start_server
+from .conftest import free_port, start_server
 from .samples import link_history, node_metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
@@ -32,11 +31,6 @@ def _tool(name: str) -> str:
         pytest.skip(f"{name} is not installed (apt-get install prometheus)")
     return path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_rules_and_config_pass_promtool():
@@ -56,7 +50,7 @@ def test_metrics_pass_promtool(server, stub):
 def test_prometheus_scrapes_latency_versions_accuracy_and_drift(trained_repo, tmp_path):
     binary = _tool("prometheus")
     running = start_server(trained_repo)
-    web = _free_port()
+    web = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
