@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
-import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidInput, PredictionNotFound
 from .metrics import Metrics
@@ -25,35 +27,89 @@ class _Tally:
     figures: dict = field(default_factory=dict)
 
 
+class _PredictionStore:
+    """The last `capacity` predictions in fixed arrays, one slot each, reused round-robin.
+
+    No Python object lives per prediction: a dict of a hundred thousand churning entries kept the heap growing
+    for as long as a soak ran. An id is a random 64-bit nonce and the slot number, so a stale or guessed id
+    finds its slot taken by a newer prediction and is refused.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._nonce = np.zeros(capacity, np.uint64)  # 0: empty or already reported
+        self._key = np.zeros(capacity, np.int32)  # index into _keys: (model, version, interned)
+        self._value = np.zeros(capacity, np.float64)  # a number, or the code of an interned prediction
+        self._keys: list[tuple[str, str, bool]] = []
+        self._key_index: dict[tuple[str, str, bool], int] = {}
+        self._interned: list[Any] = []  # predictions that are not numbers: (codec, level) choices
+        self._intern_index: dict[Any, int] = {}
+        self._next = 0
+
+    def put(self, model: str, version: str, prediction: Any) -> str:
+        interned = isinstance(prediction, (bool, tuple))  # verdicts and (codec, level) choices; else a number
+        if interned:
+            value = self._intern_index.get(prediction)
+            if value is None:
+                value = self._intern_index[prediction] = len(self._interned)
+                self._interned.append(prediction)
+        else:
+            value = prediction
+        key = self._key_index.get((model, version, interned))
+        if key is None:
+            key = self._key_index[(model, version, interned)] = len(self._keys)
+            self._keys.append((model, version, interned))
+        slot = self._next
+        self._next = (slot + 1) % self.capacity
+        nonce = secrets.randbits(64) | 1
+        self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
+        return f"{nonce:016x}{slot:x}"
+
+    def take(self, prediction_id: str) -> tuple[str, str, Any, int, int] | None:
+        """The remembered prediction, removed; None if the id is malformed, unknown or already taken."""
+        if not 16 < len(prediction_id) <= 32:
+            return None
+        try:
+            nonce, slot = int(prediction_id[:16], 16), int(prediction_id[16:], 16)
+        except ValueError:
+            return None
+        if not 0 <= slot < self.capacity or nonce == 0 or self._nonce[slot] != nonce:
+            return None
+        self._nonce[slot] = 0
+        model, version, interned = self._keys[self._key[slot]]
+        value = float(self._value[slot])
+        predicted = self._interned[int(value)] if interned else value
+        return model, version, predicted, slot, nonce
+
+    def give_back(self, slot: int, nonce: int) -> None:
+        self._nonce[slot] = nonce
+
+
 class OutcomeTracker:
     def __init__(self, metrics: Metrics, capacity: int = 100_000):
         self.metrics = metrics
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._pending: OrderedDict[str, tuple[str, str, Any]] = OrderedDict()
+        self._store = _PredictionStore(capacity)
         self._tallies: dict[tuple[str, str], _Tally] = {}
 
     def remember(self, model: str, version: str, prediction: Any) -> str:
-        pid = uuid.uuid4().hex
         with self._lock:
-            self._pending[pid] = (model, version, prediction)
-            while len(self._pending) > self.capacity:
-                self._pending.popitem(last=False)
-        return pid
+            return self._store.put(model, version, prediction)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
         """Match an outcome to its prediction and update that version's live accuracy."""
         with self._lock:
-            entry = self._pending.pop(prediction_id, None)
+            entry = self._store.take(prediction_id)
         if entry is None:
             raise PredictionNotFound(f"prediction_id: no remembered prediction {prediction_id!r} "
                                      f"(unknown, already reported, or older than the last {self.capacity})")
-        model, version, predicted = entry
+        model, version, predicted, slot, nonce = entry
         expected = {"bandwidth_predictor": "actual_network", "compression_selector": "best_choice",
                     "reliability_detector": "was_anomaly", "consensus_latency": "was_anomaly"}[model]
         if kind != expected:
             with self._lock:
-                self._pending[prediction_id] = entry
+                self._store.give_back(slot, nonce)
             raise InvalidInput(f"outcome: a {model} prediction is judged by {expected}, got {kind or 'nothing'}")
         with self._lock:
             t = self._tallies.setdefault((model, version), _Tally())
