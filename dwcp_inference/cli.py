@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
                        description="Evaluate a model version of a repository, through the server's runtime, on "
                                    "the held-out part of DATA (the split training used), beside the baselines. "
                                    "Needs the train extra.")
-    e.add_argument("model", choices=["bandwidth", "compression"])
+    e.add_argument("model", choices=["bandwidth", "compression", "reliability", "consensus"])
     e.add_argument("--repository", type=Path, required=True)
     e.add_argument("--data", type=Path, required=True)
-    e.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv")
+    e.add_argument("--format", choices=["csv", "mahimahi", "payloads", "nab"], default="csv",
+                   help="bandwidth: csv or mahimahi; compression: csv or payloads; the detectors: nab")
     e.add_argument("--interval-ms", type=int, default=1000, help="mahimahi: throughput interval (default 1000)")
     e.add_argument("--version", default="", help="default: the version the server would serve")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Optuna storage URL (default %(default)s; postgresql://... to share a study)")
     t.add_argument("--study", default="", help="study name (default dwcp-MODEL)")
     t.add_argument("--data", type=Path)
-    t.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv")
+    t.add_argument("--format", choices=["csv", "mahimahi", "payloads", "nab"], default="csv")
     t.add_argument("--interval-ms", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true")
@@ -116,9 +117,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", choices=["bandwidth", "compression", "reliability", "consensus", "all"])
     p.add_argument("--out", type=Path, required=True, help="model repository to publish into")
     p.add_argument("--data", type=Path, help="CSV in the model's schema (docs/data.md); default: generated data")
-    p.add_argument("--format", choices=["csv", "mahimahi", "payloads"], default="csv",
-                   help="format of --data: csv (docs/data.md), mahimahi traces (bandwidth), or a payload "
-                        "corpus directory (compression) (default %(default)s)")
+    p.add_argument("--format", choices=["csv", "mahimahi", "payloads", "nab"], default="csv",
+                   help="format of --data: csv (docs/data.md), mahimahi traces (bandwidth), a payload "
+                        "corpus directory (compression), or NAB series with combined_windows.json (the "
+                        "detectors) (default %(default)s)")
     p.add_argument("--interval-ms", type=int, default=1000,
                    help="mahimahi: throughput interval in milliseconds (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)

@@ -17,8 +17,12 @@ import numpy as np
 
 Columns = Mapping[str, np.ndarray]
 
-TRANSFORMS = ("identity", "log", "log1p", "sin", "cos", "one_hot")
+# Against the series' own recent values (a raw column [..., H + 1]: H earlier values, then the current one):
+HISTORY_TRANSFORMS = ("history_z", "history_robust_z", "history_short_z", "history_diff_z")
+TRANSFORMS = ("identity", "log", "log1p", "sin", "cos", "one_hot", *HISTORY_TRANSFORMS, "context_z")
 LOG_FLOOR = 1e-9  # "log" is ln(max(x, LOG_FLOOR)): for fractions spanning decades, such as packet loss
+Z_LIMIT = 50.0  # relative features are clipped to +-Z_LIMIT: a flat history makes any change "infinite"
+SHORT = 3  # history_short_z: the mean of the last SHORT values (the current one included)
 
 
 class FeatureError(ValueError):
@@ -58,7 +62,12 @@ class RawField:
 class Feature:
     """One model input column (or, for one_hot, one per vocabulary entry), computed from one raw field.
 
-    transform: identity, log (ln of x floored at LOG_FLOOR), log1p (x -> ln(1 + x)), sin/cos (cyclic, with `period`), one_hot (with `vocabulary`).
+    transform: identity, log (ln of x floored at LOG_FLOOR), log1p (x -> ln(1 + x)), sin/cos (cyclic, with
+    `period`), one_hot (with `vocabulary`); relative to the series' own recent values, which makes a model
+    independent of a metric's units and level (NAB series of CPU percent and of bytes alike):
+    history_z (the current value's z-score against the earlier values), history_robust_z (against their median
+    and MAD), history_short_z (the mean of the last 3 values), history_diff_z (the last change against earlier
+    changes), and context_z (every value after the first `context` steps of a window, against those steps).
     Numeric features are then standardised with `mean` and `std` (fitted on training data).
     """
 
@@ -69,6 +78,7 @@ class Feature:
     vocabulary: tuple[str, ...] = ()
     mean: float = 0.0
     std: float = 1.0
+    context: int = 0  # context_z: leading steps of the window that are the reference
 
     @property
     def width(self) -> int:
@@ -84,6 +94,8 @@ class Feature:
         d: dict[str, Any] = {"name": self.name, "source": self.source, "transform": self.transform}
         if self.period is not None:
             d["period"] = self.period
+        if self.transform == "context_z":
+            d["context"] = self.context
         if self.transform == "one_hot":
             d["vocabulary"] = list(self.vocabulary)
         else:
@@ -93,13 +105,16 @@ class Feature:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Feature":
         f = cls(d["name"], d["source"], d.get("transform", "identity"), d.get("period"),
-                tuple(d.get("vocabulary", ())), float(d.get("mean", 0.0)), float(d.get("std", 1.0)))
+                tuple(d.get("vocabulary", ())), float(d.get("mean", 0.0)), float(d.get("std", 1.0)),
+                int(d.get("context", 0)))
         if f.transform not in TRANSFORMS:
             raise ValueError(f"feature {f.name}: unknown transform {f.transform!r}, expected one of {TRANSFORMS}")
         if f.transform in ("sin", "cos") and not f.period:
             raise ValueError(f"feature {f.name}: transform {f.transform} needs a period")
         if f.transform == "one_hot" and not f.vocabulary:
             raise ValueError(f"feature {f.name}: one_hot needs a vocabulary")
+        if f.transform == "context_z" and not f.context >= 2:
+            raise ValueError(f"feature {f.name}: context_z needs a context of at least 2 steps")
         if f.transform != "one_hot" and not f.std > 0:
             raise ValueError(f"feature {f.name}: std must be > 0, got {f.std}")
         return f
@@ -178,7 +193,35 @@ def _unscaled(f: Feature, x: np.ndarray) -> np.ndarray:
         return np.sin(2 * math.pi * x / f.period)
     if f.transform == "cos":
         return np.cos(2 * math.pi * x / f.period)
+    if f.transform in HISTORY_TRANSFORMS:
+        return _against_history(f.transform, x)
+    if f.transform == "context_z":
+        ref = x[..., :f.context]
+        mean = ref.mean(axis=-1, keepdims=True)
+        return np.clip((x[..., f.context:] - mean) / _spread(ref.std(axis=-1, keepdims=True), mean), -Z_LIMIT, Z_LIMIT)
     return x
+
+
+def _spread(std: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """A scale to divide by: the spread, at least 1% of the level (and never zero)."""
+    return np.maximum(np.maximum(std, 0.01 * np.abs(level)), 1e-6)
+
+
+def _against_history(kind: str, x: np.ndarray) -> np.ndarray:
+    hist, current = x[..., :-1], x[..., -1]
+    if kind == "history_robust_z":
+        median = np.median(hist, axis=-1)
+        mad = 1.4826 * np.median(np.abs(hist - median[..., None]), axis=-1)
+        z = (current - median) / _spread(mad, median)
+    elif kind == "history_diff_z":
+        steps = np.diff(hist, axis=-1)
+        z = (current - hist[..., -1]) / _spread(steps.std(axis=-1), hist.mean(axis=-1))
+    else:
+        ref = hist[..., :-(SHORT - 1)] if kind == "history_short_z" else hist
+        value = x[..., -SHORT:].mean(axis=-1) if kind == "history_short_z" else current
+        mean = ref.mean(axis=-1)
+        z = (value - mean) / _spread(ref.std(axis=-1), mean)
+    return np.clip(z, -Z_LIMIT, Z_LIMIT)
 
 
 def fit_scaling(features: list[Feature], columns: Columns) -> list[Feature]:
@@ -191,7 +234,7 @@ def fit_scaling(features: list[Feature], columns: Columns) -> list[Feature]:
         x = _unscaled(f, np.asarray(columns[f.source], dtype=np.float64))
         std = float(x.std())
         fitted.append(Feature(f.name, f.source, f.transform, f.period, f.vocabulary, float(x.mean()),
-                              std if std > 1e-9 else 1.0))
+                              std if std > 1e-9 else 1.0, f.context))
     return fitted
 
 

@@ -48,44 +48,103 @@ def check_batch(items: Sequence, field: str, max_batch: int) -> None:
         raise InvalidInput(f"{field}: expected at most {max_batch} items, got {len(items)}")
 
 
+CUSTOM = "custom."  # a raw field "custom.<name>" is read from the message's `custom` map
+
+
+def _value(sample, field: str, where: Callable[[], str]) -> float | str:
+    if field.startswith(CUSTOM):
+        key = field[len(CUSTOM):]
+        if key not in sample.custom:
+            raise InvalidInput(f"{where()}.custom[{key!r}]: missing (this model version reads it)")
+        return sample.custom[key]
+    return getattr(sample, field)
+
+
+def _named(field: str) -> str:
+    """A raw field as the caller's message names it: custom.value -> custom['value']."""
+    return f"custom[{field[len(CUSTOM):]!r}]" if field.startswith(CUSTOM) else field
+
+
 def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], labels: Sequence[str],
-             path: Callable[[int], str], max_window: int) -> tuple[dict[str, np.ndarray], list[int]]:
-    """The last `window` samples of each sequence as [B, W] columns, and each sequence's offset."""
+             path: Callable[[int, int], str], max_window: int) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The last `window` samples of each sequence as [B, W] columns, and each sequence's offset. `path(i, j)`
+    names sample j of sequence i as the caller sent it (j = -1: the sequence itself)."""
     offsets = []
     for i, s in enumerate(seqs):
         if len(s) > max_window:
-            raise InvalidInput(f"{path(i)}: expected at most {max_window} samples, got {len(s)}")
+            raise InvalidInput(f"{path(i, -1)}: expected at most {max_window} samples, got {len(s)}")
         if len(s) < window:
-            raise InvalidInput(f"{path(i)}: expected at least {window} samples (the model's window), got {len(s)}")
+            raise InvalidInput(f"{path(i, -1)}: expected at least {window} samples (the model's window), got {len(s)}")
         offsets.append(len(s) - window)
-    cols: dict[str, np.ndarray] = {}
-    for f in fields:
-        cols[f] = np.array([[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)], dtype=np.float64)
+
+    def column(f: str) -> list[list]:
+        if not f.startswith(CUSTOM):
+            return [[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)]
+        return [[_value(x, f, lambda i=i, j=j: path(i, o + j)) for j, x in enumerate(s[o:])]
+                for i, (s, o) in enumerate(zip(seqs, offsets))]
+
+    cols: dict[str, np.ndarray] = {f: np.array(column(f), dtype=np.float64) for f in fields}
     for f in labels:
-        cols[f] = np.array([[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)], dtype=object).astype(str)
+        cols[f] = np.array(column(f), dtype=object).astype(str)
     return cols, offsets
 
 
+def _fields(rt_fields: Sequence, numbers: Sequence[str], labels: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The numeric and categorical raw fields a version reads (its metadata's), or the defaults."""
+    if not rt_fields:
+        return list(numbers), list(labels)
+    return [f.name for f in rt_fields if not f.vocabulary], [f.name for f in rt_fields if f.vocabulary]
+
+
 def network(histories: Sequence[pb.LinkHistory], window: int, single: bool, max_window: int = 1024) -> Batch:
-    def path(i: int) -> str:
-        return "history.samples" if single else f"histories[{i}].samples"
+    def path(i: int, j: int) -> str:
+        seq = "history.samples" if single else f"histories[{i}].samples"
+        return seq if j < 0 else f"{seq}[{j}]"
 
     cols, offsets = _windows([h.samples for h in histories], window, NETWORK_FIELDS, (), path, max_window)
-    return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
+    return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{e.field}")
 
 
-def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool, max_window: int = 1024) -> Batch:
-    def path(i: int) -> str:
-        return "window.samples" if single else f"windows[{i}].samples"
+def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool, max_window: int = 1024,
+              raw_fields: Sequence = ()) -> Batch:
+    def path(i: int, j: int) -> str:
+        seq = "window.samples" if single else f"windows[{i}].samples"
+        return seq if j < 0 else f"{seq}[{j}]"
 
-    cols, offsets = _windows([w.samples for w in windows], window, CONSENSUS_NUMBERS, CONSENSUS_LABELS, path,
-                             max_window)
-    return Batch(cols, lambda e: f"{path(e.index[0])}[{offsets[e.index[0]] + e.index[1]}].{e.field}")
+    numbers, labels = _fields(raw_fields, CONSENSUS_NUMBERS, CONSENSUS_LABELS)
+    cols, offsets = _windows([w.samples for w in windows], window, numbers, labels, path, max_window)
+    return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{_named(e.field)}")
 
 
-def nodes(metrics: Sequence[pb.NodeMetrics], single: bool) -> Batch:
-    cols = {f: np.array([getattr(m, f) for m in metrics], dtype=np.float64) for f in NODE_FIELDS}
-    return Batch(cols, lambda e: f"metrics.{e.field}" if single else f"metrics[{e.index[0]}].{e.field}")
+def nodes(metrics: Sequence[pb.NodeMetrics], single: bool, histories: Sequence[pb.NodeHistory] = (),
+          window: int = 0, raw_fields: Sequence = (), max_window: int = 1024) -> Batch:
+    """Each item's metric vector; for a version with a window (> 1), its last `window` intervals: the history
+    sent beside it, then the current one, as [B, W] columns."""
+    numbers, _ = _fields(raw_fields, NODE_FIELDS)
+    if window <= 1:
+        def where(i: int) -> str:
+            return "metrics" if single else f"metrics[{i}]"
+        cols = {f: np.array([_value(m, f, lambda i=i: where(i)) for i, m in enumerate(metrics)], dtype=np.float64)
+                for f in numbers}
+        return Batch(cols, lambda e: f"{where(e.index[0])}.{_named(e.field)}")
+    if not single and len(histories) != len(metrics):
+        raise InvalidInput(f"histories: this model version judges each item against its history: expected "
+                           f"{len(metrics)} (one per item of metrics), got {len(histories)}")
+    past = [histories[0].samples] if single else [h.samples for h in histories]
+
+    def path(i: int, j: int) -> str:
+        if j == len(past[i]):
+            return "metrics" if single else f"metrics[{i}]"
+        seq = "history.samples" if single else f"histories[{i}].samples"
+        return seq if j < 0 else f"{seq}[{j}]"
+
+    seqs = [[*p, m] for p, m in zip(past, metrics)]
+    for i, s in enumerate(seqs):
+        if len(s) < window:
+            raise InvalidInput(f"{path(i, -1)}: expected at least {window - 1} earlier intervals "
+                               f"(the model's window of {window} with the current one), got {len(s) - 1}")
+    cols, offsets = _windows(seqs, window, numbers, (), path, max_window + 1)
+    return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{_named(e.field)}")
 
 
 def compression_queries(queries: Sequence[tuple[pb.LinkState, pb.PayloadTraits]], single: bool) -> Batch:

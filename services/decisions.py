@@ -82,7 +82,10 @@ def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -
     names = list(d["normal"])
     mean = np.array([d["normal"][n][0] for n in names])
     std = np.array([d["normal"][n][1] for n in names])
-    raw = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=-1)
+    index = {n: k for k, n in enumerate(rt.meta.feature_names)}
+    # A raw field's value, or (for a version judging a value against its history) the feature's value.
+    raw = np.stack([np.asarray(columns[n], dtype=np.float64) if n in columns and np.ndim(columns[n]) == 1
+                    else x[:, index[n]].astype(np.float64) for n in names], axis=-1)
     dev = (raw - mean) / std
     answers = []
     for i, s in enumerate(scores):

@@ -134,9 +134,11 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     # ------------------------------------------------------------ reliability_detector
 
-    def _anomaly(self, metrics: Sequence[pb.NodeMetrics], selector: pb.ModelSelector, single: bool):
+    def _anomaly(self, metrics: Sequence[pb.NodeMetrics], histories: Sequence[pb.NodeHistory],
+                 selector: pb.ModelSelector, single: bool):
         rt = self._model("reliability_detector", selector)
-        answers = self._decide(decisions.anomaly, rt, convert.nodes(metrics, single))
+        answers = self._decide(decisions.anomaly, rt, convert.nodes(
+            metrics, single, histories, rt.meta.window, rt.meta.raw_fields, self.max_window))
         return rt, [convert.anomaly_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_anomaly))
                     for a in answers]
 
@@ -144,13 +146,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def DetectAnomaly(self, request: pb.DetectAnomalyRequest, context) -> pb.DetectAnomalyResponse:
         if not request.HasField("metrics"):
             raise InvalidInput("metrics: expected the node's metric vector, got none")
-        rt, out = self._anomaly([request.metrics], request.model, single=True)
+        rt, out = self._anomaly([request.metrics], [request.history], request.model, single=True)
         return pb.DetectAnomalyResponse(verdict=out[0], model=_ref(rt))
 
     @rpc
     def DetectAnomalyBatch(self, request: pb.DetectAnomalyBatchRequest, context):
         self._batch("DetectAnomalyBatch", request.metrics, "metrics")
-        rt, out = self._anomaly(request.metrics, request.model, single=False)
+        rt, out = self._anomaly(request.metrics, request.histories, request.model, single=False)
         return pb.DetectAnomalyBatchResponse(verdicts=out, model=_ref(rt))
 
     # ------------------------------------------------------------ consensus_latency
@@ -158,7 +160,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def _latency(self, windows: Sequence[pb.ConsensusWindow], selector: pb.ModelSelector, single: bool):
         rt = self._model("consensus_latency", selector)
         answers = self._decide(decisions.high_latency, rt,
-                               convert.consensus(windows, rt.meta.window, single, self.max_window))
+                               convert.consensus(windows, rt.meta.window, single, self.max_window,
+                                                 rt.meta.raw_fields))
         return rt, [convert.latency_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_high_latency))
                     for a in answers]
 

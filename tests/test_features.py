@@ -79,3 +79,29 @@ def test_payload_traits_tell_noise_from_text():
     assert byte_entropy(noise) > 7.9 and byte_entropy(text) < 4.5
     assert sample_ratio(noise) > 0.99 and sample_ratio(text) < 0.1
     assert byte_entropy(b"") == 0.0 and sample_ratio(b"") == 1.0
+
+
+def test_history_transforms_judge_the_current_value_against_its_own_past():
+    past = [10.0, 12.0, 8.0, 10.0, 10.0, 12.0, 8.0]  # mean 10, std 1.5119
+    col = np.array([past + [16.0], [v * 1000 for v in past] + [16000.0]])  # the same series in other units
+    feats = [Feature(k, "v", k) for k in ("history_z", "history_robust_z", "history_short_z", "history_diff_z")]
+    x = transform(feats, {"v": col})
+    assert x.shape == (2, 4)
+    assert x[0] == pytest.approx(x[1], rel=1e-5)  # independent of units and level
+    assert x[0, 0] == pytest.approx((16 - 10) / np.std(past), rel=1e-5)
+    assert x[0, 1] == pytest.approx((16 - 10) / (1.4826 * 2), rel=1e-5)  # median 10, MAD 2
+    short_ref = past[:-2]
+    assert x[0, 2] == pytest.approx((np.mean([12, 8, 16]) - np.mean(short_ref)) / np.std(short_ref), rel=1e-5)
+    assert x[0, 3] == pytest.approx((16 - 8) / np.std(np.diff(past)), rel=1e-5)
+    flat = transform(feats[:1], {"v": np.array([[5.0] * 8 + [5.0], [5.0] * 8 + [1e9]])})
+    assert flat[0, 0] == 0 and flat[1, 0] == 50  # a flat past: 1% of its level as the spread, then clipped
+
+
+def test_context_z_scales_a_window_by_the_steps_before_it():
+    f = Feature("v", "v", "context_z", context=4)
+    assert Feature.from_dict(f.to_dict()) == f
+    x = transform([f], {"v": np.array([[1.0, 3.0, 1.0, 3.0, 2.0, 4.0]])})
+    assert x.shape == (1, 2, 1)
+    assert x[0, :, 0] == pytest.approx([0.0, 2.0])
+    with pytest.raises(ValueError, match="context of at least 2"):
+        Feature.from_dict({"name": "v", "source": "v", "transform": "context_z"})

@@ -83,3 +83,95 @@ def test_train_and_evaluate_the_selector_on_the_payload_corpus(shared, tmp_path)
                          capture_output=True, text=True, check=True).stdout
     rows = json.loads(out)["rows"]
     assert rows["mlp (ours)"]["throughput_regret_pct"] < rows["always zstd-3"]["throughput_regret_pct"]
+
+
+@pytest.fixture(scope="module")
+def nab_repo(shared, tmp_path_factory) -> Path:
+    """Both detectors trained on the NAB training files (forced: on NAB they do not pass their gate)."""
+    from dwcp_inference.training import jobs
+
+    repo = tmp_path_factory.mktemp("nab")
+    for model in ("reliability", "consensus"):
+        jobs.run(model, repo, data=shared / "anomaly" / "nab", fmt="nab", size="quick", force=True)
+    return repo
+
+
+def test_nab_detectors_evaluate_through_the_served_runtime(shared, nab_repo):
+    for model, name in (("reliability", "reliability_detector"), ("consensus", "consensus_latency")):
+        out = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "evaluate", model, "--repository",
+                              str(nab_repo), "--data", str(shared / "anomaly" / "nab"), "--format", "nab", "--json"],
+                             capture_output=True, text=True, check=True).stdout
+        result = json.loads(out)
+        meta = json.loads((nab_repo / name / "1" / "metadata.json").read_text())
+        ours = result["rows"][f"{name} v1 (ours)"]
+        trained = next(v for k, v in meta["metrics"]["test"].items() if k.endswith("(ours)"))
+        assert ours == trained  # the served runtime decides as the training job did
+        assert set(meta["metrics"]["held_out_files"]).isdisjoint(meta["training"]["files"])
+        rolling = result["rows"]["rolling z-score (previous day, |z| > 3)"]
+        assert rolling["windows_found"].endswith("/7") and 0 < rolling["false_alarms_per_day"] < 10
+        assert isinstance(result["target"]["met"], bool)
+
+
+def test_nab_detectors_answer_over_grpc_with_a_history(shared, nab_repo):
+    import grpc
+
+    from dwcp_inference.api import inference_pb2 as pb
+    from dwcp_inference.api import inference_pb2_grpc as pb_grpc
+    from dwcp_inference.services import decisions
+    from dwcp_inference.services.repository import Repository
+    from dwcp_inference.training import nab
+
+    from .conftest import start_server
+
+    series = next(s for s in real.nab_series(shared / "anomaly" / "nab") if "825cc2" in s.name)  # held out
+    repo = Repository(nab_repo)
+    repo.load_all()
+    expected = decisions.anomaly(repo.get("reliability_detector", ""), {nab.FIELD: nab.windows_of(series, 289)})
+    points = np.linspace(0, len(expected) - 1, 40).astype(int)
+    running = start_server(nab_repo)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+
+            def node(v: float) -> pb.NodeMetrics:
+                return pb.NodeMetrics(node_id="i-825cc2", custom={"value": float(v)})
+
+            def history(t: int) -> pb.NodeHistory:  # judged interval t: the 288 values before it
+                return pb.NodeHistory(samples=[node(v) for v in series.value[nab.START + t - 288:nab.START + t]])
+
+            for t in points:
+                v = stub.DetectAnomaly(pb.DetectAnomalyRequest(metrics=node(series.value[nab.START + t]),
+                                                               history=history(t))).verdict
+                assert v.is_anomaly == expected[t].is_anomaly and v.score == pytest.approx(expected[t].score, abs=1e-4)
+                assert v.contributions[0].feature.startswith("value_")
+            batch = stub.DetectAnomalyBatch(pb.DetectAnomalyBatchRequest(
+                metrics=[node(series.value[nab.START + t]) for t in points[:5]],
+                histories=[history(t) for t in points[:5]]))
+            assert [v.is_anomaly for v in batch.verdicts] == [expected[t].is_anomaly for t in points[:5]]
+
+            window = pb.ConsensusWindow(samples=[pb.ConsensusSample(custom={"value": float(v)})
+                                                 for v in series.value[:300]])
+            assert stub.DetectHighLatency(pb.DetectHighLatencyRequest(window=window)).verdict.threshold > 0
+
+            short = pb.NodeHistory(samples=history(0).samples[:10])
+            with pytest.raises(grpc.RpcError) as e:
+                stub.DetectAnomaly(pb.DetectAnomalyRequest(metrics=node(1.0), history=short))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "history.samples: expected at least 288 earlier intervals" in e.value.details()
+            gap = history(0)
+            del gap.samples[3].custom["value"]
+            with pytest.raises(grpc.RpcError) as e:
+                stub.DetectAnomaly(pb.DetectAnomalyRequest(metrics=node(1.0), history=gap))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "history.samples[3].custom['value']: missing" in e.value.details()
+            nan = history(0)
+            nan.samples[7].custom["value"] = float("nan")
+            with pytest.raises(grpc.RpcError) as e:
+                stub.DetectAnomaly(pb.DetectAnomalyRequest(metrics=node(1.0), history=nan))
+            assert "history.samples[7].custom['value']: expected a finite number" in e.value.details()
+            with pytest.raises(grpc.RpcError) as e:
+                stub.DetectAnomalyBatch(pb.DetectAnomalyBatchRequest(metrics=[node(1.0)] * 2, histories=[gap]))
+            assert "histories: this model version judges each item against its history: expected 2" \
+                in e.value.details()
+    finally:
+        running.stop(0)

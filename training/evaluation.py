@@ -81,7 +81,9 @@ def table(title: str, rows: Mapping[str, Mapping[str, float]], columns: list[str
     return "\n".join(out)
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | str | None) -> str:
     if v is None:
         return "-"
+    if isinstance(v, str):
+        return v
     return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import bandwidth, compression, consensus, reliability
+from . import bandwidth, compression, consensus, nab, reliability
 from .data import generators, real
 from .data.csv_schema import DataError, load_csv
 
@@ -45,19 +45,20 @@ def generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
     return make(seed=seed, **kwargs)
 
 
-FORMATS = {"bandwidth": ("csv", "mahimahi"), "compression": ("csv", "payloads"), "reliability": ("csv",),
-           "consensus": ("csv",)}
+FORMATS = {"bandwidth": ("csv", "mahimahi"), "compression": ("csv", "payloads"), "reliability": ("csv", "nab"),
+           "consensus": ("csv", "nab")}
 
 
-def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> tuple[dict[str, np.ndarray],
-                                                                                     dict[str, Any]]:
-    """Columns of `data` in `model`'s schema, and the job arguments the format implies."""
+def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> tuple[Any, dict[str, Any]]:
+    """Columns of `data` in `model`'s schema (for NAB: its series), and the job arguments the format implies."""
     if fmt not in FORMATS[model]:
         raise DataError(f"--format {fmt}: {model} reads {list(FORMATS[model])}")
     if fmt == "mahimahi":
         return real.mahimahi_columns(data, interval_ms), {"timed": False}
     if fmt == "payloads":
         return compression.corpus_rows(real.payload_files(data)), {}
+    if fmt == "nab":
+        return real.nab_series(data), {}
     columns = load_csv(data, NAMES[model])
     if model == "consensus":
         columns = consensus.rows_to_windows(columns)
@@ -80,8 +81,13 @@ def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", in
     if checkpoint_dir is not None and model != "reliability":  # the best weights so far, saved each epoch
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         extra["checkpoint_dir"] = checkpoint_dir
-    result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
-                         **{**SIZES[size][model][1], **extra, **(params or {})})
+    if fmt == "nab":  # its own jobs: a series judged against its own history (training/nab.py)
+        sizes = {"epochs": 6} if size == "quick" and model == "consensus" else {}
+        result = nab.JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
+                                 **{**sizes, **extra, **(params or {})})
+    else:
+        result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
+                             **{**SIZES[size][model][1], **extra, **(params or {})})
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
           f"in {result['seconds']}s", flush=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs
+from .data.csv_schema import DataError
 
 
 def space(model: str, trial: Any) -> dict[str, Any]:
@@ -24,6 +25,9 @@ def tune(model: str, *, trials: int, storage: str, study: str = "", data: Path |
          interval_ms: int = 1000, seed: int = 0, size: str = "full") -> dict[str, Any]:
     import optuna
 
+    if fmt == "nab":
+        raise DataError("tune: the NAB jobs have no validation split to judge trials on (a few labelled windows, "
+                        "all needed for training or the held-out files); tune on csv or generated data")
     if data is not None:
         columns, extra = jobs.load(model, data, fmt, interval_ms)
         source = f"{fmt}:{Path(data).name}"

@@ -230,7 +230,14 @@ class SelectCompressionBatchResponse(_message.Message):
     def __init__(self, decisions: _Optional[_Iterable[_Union[CompressionDecision, _Mapping]]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class NodeMetrics(_message.Message):
-    __slots__ = ("timestamp", "node_id", "error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations", "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps")
+    __slots__ = ("timestamp", "node_id", "error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations", "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps", "custom")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +250,7 @@ class NodeMetrics(_message.Message):
     CPU_USAGE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
     DISK_IO_MBPS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     node_id: str
     error_rate: float
@@ -255,7 +263,14 @@ class NodeMetrics(_message.Message):
     cpu_usage: float
     memory_usage: float
     disk_io_mbps: float
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ..., error_rate: _Optional[float] = ..., timeout_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., sla_violations: _Optional[float] = ..., connection_failures: _Optional[float] = ..., packet_loss_rate: _Optional[float] = ..., cpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., disk_io_mbps: _Optional[float] = ...) -> None: ...
+    custom: _containers.ScalarMap[str, float]
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ..., error_rate: _Optional[float] = ..., timeout_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., sla_violations: _Optional[float] = ..., connection_failures: _Optional[float] = ..., packet_loss_rate: _Optional[float] = ..., cpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., disk_io_mbps: _Optional[float] = ..., custom: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class NodeHistory(_message.Message):
+    __slots__ = ("samples",)
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[NodeMetrics]
+    def __init__(self, samples: _Optional[_Iterable[_Union[NodeMetrics, _Mapping]]] = ...) -> None: ...
 
 class FeatureContribution(_message.Message):
     __slots__ = ("feature", "value", "expected", "deviation")
@@ -270,12 +285,14 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., value: _Optional[float] = ..., expected: _Optional[float] = ..., deviation: _Optional[float] = ...) -> None: ...
 
 class DetectAnomalyRequest(_message.Message):
-    __slots__ = ("metrics", "model")
+    __slots__ = ("metrics", "model", "history")
     METRICS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     metrics: NodeMetrics
     model: ModelSelector
-    def __init__(self, metrics: _Optional[_Union[NodeMetrics, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
+    history: NodeHistory
+    def __init__(self, metrics: _Optional[_Union[NodeMetrics, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ..., history: _Optional[_Union[NodeHistory, _Mapping]] = ...) -> None: ...
 
 class AnomalyVerdict(_message.Message):
     __slots__ = ("is_anomaly", "score", "threshold", "severity", "contributions", "prediction_id")
@@ -302,12 +319,14 @@ class DetectAnomalyResponse(_message.Message):
     def __init__(self, verdict: _Optional[_Union[AnomalyVerdict, _Mapping]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class DetectAnomalyBatchRequest(_message.Message):
-    __slots__ = ("metrics", "model")
+    __slots__ = ("metrics", "model", "histories")
     METRICS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    HISTORIES_FIELD_NUMBER: _ClassVar[int]
     metrics: _containers.RepeatedCompositeFieldContainer[NodeMetrics]
     model: ModelSelector
-    def __init__(self, metrics: _Optional[_Iterable[_Union[NodeMetrics, _Mapping]]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
+    histories: _containers.RepeatedCompositeFieldContainer[NodeHistory]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[NodeMetrics, _Mapping]]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ..., histories: _Optional[_Iterable[_Union[NodeHistory, _Mapping]]] = ...) -> None: ...
 
 class DetectAnomalyBatchResponse(_message.Message):
     __slots__ = ("verdicts", "model")
@@ -318,7 +337,14 @@ class DetectAnomalyBatchResponse(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[AnomalyVerdict, _Mapping]]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class ConsensusSample(_message.Message):
-    __slots__ = ("timestamp", "queue_depth", "proposals_pending", "proposals_committed", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "leader_changes", "quorum_size", "active_nodes", "network_tier", "dwcp_mode", "consensus_type")
+    __slots__ = ("timestamp", "queue_depth", "proposals_pending", "proposals_committed", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "leader_changes", "quorum_size", "active_nodes", "network_tier", "dwcp_mode", "consensus_type", "custom")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     PROPOSALS_PENDING_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +358,7 @@ class ConsensusSample(_message.Message):
     NETWORK_TIER_FIELD_NUMBER: _ClassVar[int]
     DWCP_MODE_FIELD_NUMBER: _ClassVar[int]
     CONSENSUS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     queue_depth: float
     proposals_pending: float
@@ -345,7 +372,8 @@ class ConsensusSample(_message.Message):
     network_tier: str
     dwcp_mode: str
     consensus_type: str
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_depth: _Optional[float] = ..., proposals_pending: _Optional[float] = ..., proposals_committed: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., leader_changes: _Optional[float] = ..., quorum_size: _Optional[float] = ..., active_nodes: _Optional[float] = ..., network_tier: _Optional[str] = ..., dwcp_mode: _Optional[str] = ..., consensus_type: _Optional[str] = ...) -> None: ...
+    custom: _containers.ScalarMap[str, float]
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_depth: _Optional[float] = ..., proposals_pending: _Optional[float] = ..., proposals_committed: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., leader_changes: _Optional[float] = ..., quorum_size: _Optional[float] = ..., active_nodes: _Optional[float] = ..., network_tier: _Optional[str] = ..., dwcp_mode: _Optional[str] = ..., consensus_type: _Optional[str] = ..., custom: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ConsensusWindow(_message.Message):
     __slots__ = ("samples",)

@@ -1299,8 +1299,11 @@ type NodeMetrics struct {
 	CpuUsage           float64                `protobuf:"fixed64,10,opt,name=cpu_usage,json=cpuUsage,proto3" json:"cpu_usage,omitempty"`                              // fraction, [0, 1]
 	MemoryUsage        float64                `protobuf:"fixed64,11,opt,name=memory_usage,json=memoryUsage,proto3" json:"memory_usage,omitempty"`                     // fraction, [0, 1]
 	DiskIoMbps         float64                `protobuf:"fixed64,12,opt,name=disk_io_mbps,json=diskIoMbps,proto3" json:"disk_io_mbps,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Other metrics of the node by name, for detector versions trained on them (a version's metadata lists the
+	// raw fields it reads; "custom.<name>" is read from here). See docs/data.md, NAB.
+	Custom        map[string]float64 `protobuf:"bytes,13,rep,name=custom,proto3" json:"custom,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeMetrics) Reset() {
@@ -1417,6 +1420,58 @@ func (x *NodeMetrics) GetDiskIoMbps() float64 {
 	return 0
 }
 
+func (x *NodeMetrics) GetCustom() map[string]float64 {
+	if x != nil {
+		return x.Custom
+	}
+	return nil
+}
+
+// Earlier intervals of one node, oldest first.
+type NodeHistory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Samples       []*NodeMetrics         `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeHistory) Reset() {
+	*x = NodeHistory{}
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeHistory) ProtoMessage() {}
+
+func (x *NodeHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeHistory.ProtoReflect.Descriptor instead.
+func (*NodeHistory) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *NodeHistory) GetSamples() []*NodeMetrics {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
 type FeatureContribution struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Feature       string                 `protobuf:"bytes,1,opt,name=feature,proto3" json:"feature,omitempty"`
@@ -1429,7 +1484,7 @@ type FeatureContribution struct {
 
 func (x *FeatureContribution) Reset() {
 	*x = FeatureContribution{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[19]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1496,7 @@ func (x *FeatureContribution) String() string {
 func (*FeatureContribution) ProtoMessage() {}
 
 func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[19]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1509,7 @@ func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureContribution.ProtoReflect.Descriptor instead.
 func (*FeatureContribution) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{19}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FeatureContribution) GetFeature() string {
@@ -1486,16 +1541,19 @@ func (x *FeatureContribution) GetDeviation() float64 {
 }
 
 type DetectAnomalyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Metrics       *NodeMetrics           `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
-	Model         *ModelSelector         `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Metrics *NodeMetrics           `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Model   *ModelSelector         `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// The node's intervals before `metrics`, oldest first. Versions that judge a value against the node's own
+	// recent values (metadata "window" > 1) need at least window - 1 of them; others ignore it.
+	History       *NodeHistory `protobuf:"bytes,3,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DetectAnomalyRequest) Reset() {
 	*x = DetectAnomalyRequest{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[20]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1565,7 @@ func (x *DetectAnomalyRequest) String() string {
 func (*DetectAnomalyRequest) ProtoMessage() {}
 
 func (x *DetectAnomalyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[20]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1578,7 @@ func (x *DetectAnomalyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectAnomalyRequest.ProtoReflect.Descriptor instead.
 func (*DetectAnomalyRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{20}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DetectAnomalyRequest) GetMetrics() *NodeMetrics {
@@ -1533,6 +1591,13 @@ func (x *DetectAnomalyRequest) GetMetrics() *NodeMetrics {
 func (x *DetectAnomalyRequest) GetModel() *ModelSelector {
 	if x != nil {
 		return x.Model
+	}
+	return nil
+}
+
+func (x *DetectAnomalyRequest) GetHistory() *NodeHistory {
+	if x != nil {
+		return x.History
 	}
 	return nil
 }
@@ -1551,7 +1616,7 @@ type AnomalyVerdict struct {
 
 func (x *AnomalyVerdict) Reset() {
 	*x = AnomalyVerdict{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[21]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1628,7 @@ func (x *AnomalyVerdict) String() string {
 func (*AnomalyVerdict) ProtoMessage() {}
 
 func (x *AnomalyVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[21]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1641,7 @@ func (x *AnomalyVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyVerdict.ProtoReflect.Descriptor instead.
 func (*AnomalyVerdict) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{21}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AnomalyVerdict) GetIsAnomaly() bool {
@@ -1631,7 +1696,7 @@ type DetectAnomalyResponse struct {
 
 func (x *DetectAnomalyResponse) Reset() {
 	*x = DetectAnomalyResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[22]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1708,7 @@ func (x *DetectAnomalyResponse) String() string {
 func (*DetectAnomalyResponse) ProtoMessage() {}
 
 func (x *DetectAnomalyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[22]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1721,7 @@ func (x *DetectAnomalyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectAnomalyResponse.ProtoReflect.Descriptor instead.
 func (*DetectAnomalyResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{22}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DetectAnomalyResponse) GetVerdict() *AnomalyVerdict {
@@ -1677,13 +1742,14 @@ type DetectAnomalyBatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Metrics       []*NodeMetrics         `protobuf:"bytes,1,rep,name=metrics,proto3" json:"metrics,omitempty"`
 	Model         *ModelSelector         `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Histories     []*NodeHistory         `protobuf:"bytes,3,rep,name=histories,proto3" json:"histories,omitempty"` // as DetectAnomalyRequest.history, one per item of metrics when needed
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DetectAnomalyBatchRequest) Reset() {
 	*x = DetectAnomalyBatchRequest{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[23]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1761,7 @@ func (x *DetectAnomalyBatchRequest) String() string {
 func (*DetectAnomalyBatchRequest) ProtoMessage() {}
 
 func (x *DetectAnomalyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[23]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1774,7 @@ func (x *DetectAnomalyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectAnomalyBatchRequest.ProtoReflect.Descriptor instead.
 func (*DetectAnomalyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{23}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DetectAnomalyBatchRequest) GetMetrics() []*NodeMetrics {
@@ -1725,6 +1791,13 @@ func (x *DetectAnomalyBatchRequest) GetModel() *ModelSelector {
 	return nil
 }
 
+func (x *DetectAnomalyBatchRequest) GetHistories() []*NodeHistory {
+	if x != nil {
+		return x.Histories
+	}
+	return nil
+}
+
 type DetectAnomalyBatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Verdicts      []*AnomalyVerdict      `protobuf:"bytes,1,rep,name=verdicts,proto3" json:"verdicts,omitempty"`
@@ -1735,7 +1808,7 @@ type DetectAnomalyBatchResponse struct {
 
 func (x *DetectAnomalyBatchResponse) Reset() {
 	*x = DetectAnomalyBatchResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[24]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1820,7 @@ func (x *DetectAnomalyBatchResponse) String() string {
 func (*DetectAnomalyBatchResponse) ProtoMessage() {}
 
 func (x *DetectAnomalyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[24]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1833,7 @@ func (x *DetectAnomalyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectAnomalyBatchResponse.ProtoReflect.Descriptor instead.
 func (*DetectAnomalyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{24}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DetectAnomalyBatchResponse) GetVerdicts() []*AnomalyVerdict {
@@ -1789,16 +1862,17 @@ type ConsensusSample struct {
 	LeaderChanges      float64                `protobuf:"fixed64,8,opt,name=leader_changes,json=leaderChanges,proto3" json:"leader_changes,omitempty"` // per interval
 	QuorumSize         float64                `protobuf:"fixed64,9,opt,name=quorum_size,json=quorumSize,proto3" json:"quorum_size,omitempty"`
 	ActiveNodes        float64                `protobuf:"fixed64,10,opt,name=active_nodes,json=activeNodes,proto3" json:"active_nodes,omitempty"`
-	NetworkTier        string                 `protobuf:"bytes,11,opt,name=network_tier,json=networkTier,proto3" json:"network_tier,omitempty"`       // a value of the model's vocabulary, e.g. "tier1"
-	DwcpMode           string                 `protobuf:"bytes,12,opt,name=dwcp_mode,json=dwcpMode,proto3" json:"dwcp_mode,omitempty"`                // e.g. "datacenter", "internet", "hybrid"
-	ConsensusType      string                 `protobuf:"bytes,13,opt,name=consensus_type,json=consensusType,proto3" json:"consensus_type,omitempty"` // e.g. "raft", "pbft", "gossip"
+	NetworkTier        string                 `protobuf:"bytes,11,opt,name=network_tier,json=networkTier,proto3" json:"network_tier,omitempty"`                                                // a value of the model's vocabulary, e.g. "tier1"
+	DwcpMode           string                 `protobuf:"bytes,12,opt,name=dwcp_mode,json=dwcpMode,proto3" json:"dwcp_mode,omitempty"`                                                         // e.g. "datacenter", "internet", "hybrid"
+	ConsensusType      string                 `protobuf:"bytes,13,opt,name=consensus_type,json=consensusType,proto3" json:"consensus_type,omitempty"`                                          // e.g. "raft", "pbft", "gossip"
+	Custom             map[string]float64     `protobuf:"bytes,14,rep,name=custom,proto3" json:"custom,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // other metrics by name, for versions trained on them ("custom.<name>")
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConsensusSample) Reset() {
 	*x = ConsensusSample{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[25]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1884,7 @@ func (x *ConsensusSample) String() string {
 func (*ConsensusSample) ProtoMessage() {}
 
 func (x *ConsensusSample) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[25]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1897,7 @@ func (x *ConsensusSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsensusSample.ProtoReflect.Descriptor instead.
 func (*ConsensusSample) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{25}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConsensusSample) GetTimestamp() *timestamppb.Timestamp {
@@ -1917,6 +1991,13 @@ func (x *ConsensusSample) GetConsensusType() string {
 	return ""
 }
 
+func (x *ConsensusSample) GetCustom() map[string]float64 {
+	if x != nil {
+		return x.Custom
+	}
+	return nil
+}
+
 type ConsensusWindow struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Oldest first. At least the model's window length; only the last window is used.
@@ -1927,7 +2008,7 @@ type ConsensusWindow struct {
 
 func (x *ConsensusWindow) Reset() {
 	*x = ConsensusWindow{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[26]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2020,7 @@ func (x *ConsensusWindow) String() string {
 func (*ConsensusWindow) ProtoMessage() {}
 
 func (x *ConsensusWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[26]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2033,7 @@ func (x *ConsensusWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsensusWindow.ProtoReflect.Descriptor instead.
 func (*ConsensusWindow) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{26}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConsensusWindow) GetSamples() []*ConsensusSample {
@@ -1972,7 +2053,7 @@ type DetectHighLatencyRequest struct {
 
 func (x *DetectHighLatencyRequest) Reset() {
 	*x = DetectHighLatencyRequest{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[27]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2065,7 @@ func (x *DetectHighLatencyRequest) String() string {
 func (*DetectHighLatencyRequest) ProtoMessage() {}
 
 func (x *DetectHighLatencyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[27]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2078,7 @@ func (x *DetectHighLatencyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectHighLatencyRequest.ProtoReflect.Descriptor instead.
 func (*DetectHighLatencyRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{27}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DetectHighLatencyRequest) GetWindow() *ConsensusWindow {
@@ -2024,7 +2105,7 @@ type FeatureError struct {
 
 func (x *FeatureError) Reset() {
 	*x = FeatureError{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[28]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2117,7 @@ func (x *FeatureError) String() string {
 func (*FeatureError) ProtoMessage() {}
 
 func (x *FeatureError) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[28]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2130,7 @@ func (x *FeatureError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureError.ProtoReflect.Descriptor instead.
 func (*FeatureError) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{28}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FeatureError) GetFeature() string {
@@ -2079,7 +2160,7 @@ type LatencyVerdict struct {
 
 func (x *LatencyVerdict) Reset() {
 	*x = LatencyVerdict{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[29]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2172,7 @@ func (x *LatencyVerdict) String() string {
 func (*LatencyVerdict) ProtoMessage() {}
 
 func (x *LatencyVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[29]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2185,7 @@ func (x *LatencyVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyVerdict.ProtoReflect.Descriptor instead.
 func (*LatencyVerdict) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{29}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LatencyVerdict) GetIsHighLatency() bool {
@@ -2152,7 +2233,7 @@ type DetectHighLatencyResponse struct {
 
 func (x *DetectHighLatencyResponse) Reset() {
 	*x = DetectHighLatencyResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[30]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2245,7 @@ func (x *DetectHighLatencyResponse) String() string {
 func (*DetectHighLatencyResponse) ProtoMessage() {}
 
 func (x *DetectHighLatencyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[30]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2258,7 @@ func (x *DetectHighLatencyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectHighLatencyResponse.ProtoReflect.Descriptor instead.
 func (*DetectHighLatencyResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{30}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DetectHighLatencyResponse) GetVerdict() *LatencyVerdict {
@@ -2204,7 +2285,7 @@ type DetectHighLatencyBatchRequest struct {
 
 func (x *DetectHighLatencyBatchRequest) Reset() {
 	*x = DetectHighLatencyBatchRequest{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[31]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2297,7 @@ func (x *DetectHighLatencyBatchRequest) String() string {
 func (*DetectHighLatencyBatchRequest) ProtoMessage() {}
 
 func (x *DetectHighLatencyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[31]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2310,7 @@ func (x *DetectHighLatencyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectHighLatencyBatchRequest.ProtoReflect.Descriptor instead.
 func (*DetectHighLatencyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{31}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DetectHighLatencyBatchRequest) GetWindows() []*ConsensusWindow {
@@ -2256,7 +2337,7 @@ type DetectHighLatencyBatchResponse struct {
 
 func (x *DetectHighLatencyBatchResponse) Reset() {
 	*x = DetectHighLatencyBatchResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[32]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2349,7 @@ func (x *DetectHighLatencyBatchResponse) String() string {
 func (*DetectHighLatencyBatchResponse) ProtoMessage() {}
 
 func (x *DetectHighLatencyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[32]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2362,7 @@ func (x *DetectHighLatencyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectHighLatencyBatchResponse.ProtoReflect.Descriptor instead.
 func (*DetectHighLatencyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{32}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DetectHighLatencyBatchResponse) GetVerdicts() []*LatencyVerdict {
@@ -2314,7 +2395,7 @@ type ReportOutcomeRequest struct {
 
 func (x *ReportOutcomeRequest) Reset() {
 	*x = ReportOutcomeRequest{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[33]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2407,7 @@ func (x *ReportOutcomeRequest) String() string {
 func (*ReportOutcomeRequest) ProtoMessage() {}
 
 func (x *ReportOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[33]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2420,7 @@ func (x *ReportOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*ReportOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{33}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportOutcomeRequest) GetPredictionId() string {
@@ -2430,7 +2511,7 @@ type CompressionTimes struct {
 
 func (x *CompressionTimes) Reset() {
 	*x = CompressionTimes{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2523,7 @@ func (x *CompressionTimes) String() string {
 func (*CompressionTimes) ProtoMessage() {}
 
 func (x *CompressionTimes) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[34]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2536,7 @@ func (x *CompressionTimes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompressionTimes.ProtoReflect.Descriptor instead.
 func (*CompressionTimes) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CompressionTimes) GetTimes() []*CompressionTimes_Time {
@@ -2474,7 +2555,7 @@ type ReportOutcomeResponse struct {
 
 func (x *ReportOutcomeResponse) Reset() {
 	*x = ReportOutcomeResponse{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2567,7 @@ func (x *ReportOutcomeResponse) String() string {
 func (*ReportOutcomeResponse) ProtoMessage() {}
 
 func (x *ReportOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[35]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2580,7 @@ func (x *ReportOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*ReportOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{35}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportOutcomeResponse) GetModel() *ModelRef {
@@ -2520,7 +2601,7 @@ type CompressionTimes_Time struct {
 
 func (x *CompressionTimes_Time) Reset() {
 	*x = CompressionTimes_Time{}
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +2613,7 @@ func (x *CompressionTimes_Time) String() string {
 func (*CompressionTimes_Time) ProtoMessage() {}
 
 func (x *CompressionTimes_Time) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[36]
+	mi := &file_dwcp_inference_v1_inference_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +2626,7 @@ func (x *CompressionTimes_Time) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompressionTimes_Time.ProtoReflect.Descriptor instead.
 func (*CompressionTimes_Time) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{34, 0}
+	return file_dwcp_inference_v1_inference_proto_rawDescGZIP(), []int{35, 0}
 }
 
 func (x *CompressionTimes_Time) GetCodec() Codec {
@@ -2657,7 +2738,7 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\x99\x01\n" +
 	"\x1eSelectCompressionBatchResponse\x12D\n" +
 	"\tdecisions\x18\x01 \x03(\v2&.dwcp.inference.v1.CompressionDecisionR\tdecisions\x121\n" +
-	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\xd2\x03\n" +
+	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\xd1\x04\n" +
 	"\vNodeMetrics\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -2673,15 +2754,22 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	" \x01(\x01R\bcpuUsage\x12!\n" +
 	"\fmemory_usage\x18\v \x01(\x01R\vmemoryUsage\x12 \n" +
 	"\fdisk_io_mbps\x18\f \x01(\x01R\n" +
-	"diskIoMbps\"\x7f\n" +
+	"diskIoMbps\x12B\n" +
+	"\x06custom\x18\r \x03(\v2*.dwcp.inference.v1.NodeMetrics.CustomEntryR\x06custom\x1a9\n" +
+	"\vCustomEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"G\n" +
+	"\vNodeHistory\x128\n" +
+	"\asamples\x18\x01 \x03(\v2\x1e.dwcp.inference.v1.NodeMetricsR\asamples\"\x7f\n" +
 	"\x13FeatureContribution\x12\x18\n" +
 	"\afeature\x18\x01 \x01(\tR\afeature\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x1a\n" +
 	"\bexpected\x18\x03 \x01(\x01R\bexpected\x12\x1c\n" +
-	"\tdeviation\x18\x04 \x01(\x01R\tdeviation\"\x88\x01\n" +
+	"\tdeviation\x18\x04 \x01(\x01R\tdeviation\"\xc2\x01\n" +
 	"\x14DetectAnomalyRequest\x128\n" +
 	"\ametrics\x18\x01 \x01(\v2\x1e.dwcp.inference.v1.NodeMetricsR\ametrics\x126\n" +
-	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\x8f\x02\n" +
+	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\x128\n" +
+	"\ahistory\x18\x03 \x01(\v2\x1e.dwcp.inference.v1.NodeHistoryR\ahistory\"\x8f\x02\n" +
 	"\x0eAnomalyVerdict\x12\x1d\n" +
 	"\n" +
 	"is_anomaly\x18\x01 \x01(\bR\tisAnomaly\x12\x14\n" +
@@ -2692,13 +2780,14 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	"\rprediction_id\x18\x06 \x01(\tR\fpredictionId\"\x87\x01\n" +
 	"\x15DetectAnomalyResponse\x12;\n" +
 	"\averdict\x18\x01 \x01(\v2!.dwcp.inference.v1.AnomalyVerdictR\averdict\x121\n" +
-	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\x8d\x01\n" +
+	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\xcb\x01\n" +
 	"\x19DetectAnomalyBatchRequest\x128\n" +
 	"\ametrics\x18\x01 \x03(\v2\x1e.dwcp.inference.v1.NodeMetricsR\ametrics\x126\n" +
-	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\x8e\x01\n" +
+	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\x12<\n" +
+	"\thistories\x18\x03 \x03(\v2\x1e.dwcp.inference.v1.NodeHistoryR\thistories\"\x8e\x01\n" +
 	"\x1aDetectAnomalyBatchResponse\x12=\n" +
 	"\bverdicts\x18\x01 \x03(\v2!.dwcp.inference.v1.AnomalyVerdictR\bverdicts\x121\n" +
-	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\x8e\x04\n" +
+	"\x05model\x18\x02 \x01(\v2\x1b.dwcp.inference.v1.ModelRefR\x05model\"\x91\x05\n" +
 	"\x0fConsensusSample\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\x01R\n" +
@@ -2715,7 +2804,11 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	" \x01(\x01R\vactiveNodes\x12!\n" +
 	"\fnetwork_tier\x18\v \x01(\tR\vnetworkTier\x12\x1b\n" +
 	"\tdwcp_mode\x18\f \x01(\tR\bdwcpMode\x12%\n" +
-	"\x0econsensus_type\x18\r \x01(\tR\rconsensusType\"O\n" +
+	"\x0econsensus_type\x18\r \x01(\tR\rconsensusType\x12F\n" +
+	"\x06custom\x18\x0e \x03(\v2..dwcp.inference.v1.ConsensusSample.CustomEntryR\x06custom\x1a9\n" +
+	"\vCustomEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"O\n" +
 	"\x0fConsensusWindow\x12<\n" +
 	"\asamples\x18\x01 \x03(\v2\".dwcp.inference.v1.ConsensusSampleR\asamples\"\x8e\x01\n" +
 	"\x18DetectHighLatencyRequest\x12:\n" +
@@ -2799,7 +2892,7 @@ func file_dwcp_inference_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_dwcp_inference_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dwcp_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_dwcp_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_dwcp_inference_v1_inference_proto_goTypes = []any{
 	(LinkType)(0),                          // 0: dwcp.inference.v1.LinkType
 	(Codec)(0),                             // 1: dwcp.inference.v1.Codec
@@ -2823,33 +2916,36 @@ var file_dwcp_inference_v1_inference_proto_goTypes = []any{
 	(*SelectCompressionBatchRequest)(nil),  // 19: dwcp.inference.v1.SelectCompressionBatchRequest
 	(*SelectCompressionBatchResponse)(nil), // 20: dwcp.inference.v1.SelectCompressionBatchResponse
 	(*NodeMetrics)(nil),                    // 21: dwcp.inference.v1.NodeMetrics
-	(*FeatureContribution)(nil),            // 22: dwcp.inference.v1.FeatureContribution
-	(*DetectAnomalyRequest)(nil),           // 23: dwcp.inference.v1.DetectAnomalyRequest
-	(*AnomalyVerdict)(nil),                 // 24: dwcp.inference.v1.AnomalyVerdict
-	(*DetectAnomalyResponse)(nil),          // 25: dwcp.inference.v1.DetectAnomalyResponse
-	(*DetectAnomalyBatchRequest)(nil),      // 26: dwcp.inference.v1.DetectAnomalyBatchRequest
-	(*DetectAnomalyBatchResponse)(nil),     // 27: dwcp.inference.v1.DetectAnomalyBatchResponse
-	(*ConsensusSample)(nil),                // 28: dwcp.inference.v1.ConsensusSample
-	(*ConsensusWindow)(nil),                // 29: dwcp.inference.v1.ConsensusWindow
-	(*DetectHighLatencyRequest)(nil),       // 30: dwcp.inference.v1.DetectHighLatencyRequest
-	(*FeatureError)(nil),                   // 31: dwcp.inference.v1.FeatureError
-	(*LatencyVerdict)(nil),                 // 32: dwcp.inference.v1.LatencyVerdict
-	(*DetectHighLatencyResponse)(nil),      // 33: dwcp.inference.v1.DetectHighLatencyResponse
-	(*DetectHighLatencyBatchRequest)(nil),  // 34: dwcp.inference.v1.DetectHighLatencyBatchRequest
-	(*DetectHighLatencyBatchResponse)(nil), // 35: dwcp.inference.v1.DetectHighLatencyBatchResponse
-	(*ReportOutcomeRequest)(nil),           // 36: dwcp.inference.v1.ReportOutcomeRequest
-	(*CompressionTimes)(nil),               // 37: dwcp.inference.v1.CompressionTimes
-	(*ReportOutcomeResponse)(nil),          // 38: dwcp.inference.v1.ReportOutcomeResponse
-	(*CompressionTimes_Time)(nil),          // 39: dwcp.inference.v1.CompressionTimes.Time
-	(*timestamppb.Timestamp)(nil),          // 40: google.protobuf.Timestamp
+	(*NodeHistory)(nil),                    // 22: dwcp.inference.v1.NodeHistory
+	(*FeatureContribution)(nil),            // 23: dwcp.inference.v1.FeatureContribution
+	(*DetectAnomalyRequest)(nil),           // 24: dwcp.inference.v1.DetectAnomalyRequest
+	(*AnomalyVerdict)(nil),                 // 25: dwcp.inference.v1.AnomalyVerdict
+	(*DetectAnomalyResponse)(nil),          // 26: dwcp.inference.v1.DetectAnomalyResponse
+	(*DetectAnomalyBatchRequest)(nil),      // 27: dwcp.inference.v1.DetectAnomalyBatchRequest
+	(*DetectAnomalyBatchResponse)(nil),     // 28: dwcp.inference.v1.DetectAnomalyBatchResponse
+	(*ConsensusSample)(nil),                // 29: dwcp.inference.v1.ConsensusSample
+	(*ConsensusWindow)(nil),                // 30: dwcp.inference.v1.ConsensusWindow
+	(*DetectHighLatencyRequest)(nil),       // 31: dwcp.inference.v1.DetectHighLatencyRequest
+	(*FeatureError)(nil),                   // 32: dwcp.inference.v1.FeatureError
+	(*LatencyVerdict)(nil),                 // 33: dwcp.inference.v1.LatencyVerdict
+	(*DetectHighLatencyResponse)(nil),      // 34: dwcp.inference.v1.DetectHighLatencyResponse
+	(*DetectHighLatencyBatchRequest)(nil),  // 35: dwcp.inference.v1.DetectHighLatencyBatchRequest
+	(*DetectHighLatencyBatchResponse)(nil), // 36: dwcp.inference.v1.DetectHighLatencyBatchResponse
+	(*ReportOutcomeRequest)(nil),           // 37: dwcp.inference.v1.ReportOutcomeRequest
+	(*CompressionTimes)(nil),               // 38: dwcp.inference.v1.CompressionTimes
+	(*ReportOutcomeResponse)(nil),          // 39: dwcp.inference.v1.ReportOutcomeResponse
+	nil,                                    // 40: dwcp.inference.v1.NodeMetrics.CustomEntry
+	nil,                                    // 41: dwcp.inference.v1.ConsensusSample.CustomEntry
+	(*CompressionTimes_Time)(nil),          // 42: dwcp.inference.v1.CompressionTimes.Time
+	(*timestamppb.Timestamp)(nil),          // 43: google.protobuf.Timestamp
 }
 var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
-	40, // 0: dwcp.inference.v1.NetworkSample.timestamp:type_name -> google.protobuf.Timestamp
+	43, // 0: dwcp.inference.v1.NetworkSample.timestamp:type_name -> google.protobuf.Timestamp
 	5,  // 1: dwcp.inference.v1.LinkHistory.samples:type_name -> dwcp.inference.v1.NetworkSample
 	6,  // 2: dwcp.inference.v1.PredictBandwidthRequest.history:type_name -> dwcp.inference.v1.LinkHistory
 	3,  // 3: dwcp.inference.v1.PredictBandwidthRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	40, // 4: dwcp.inference.v1.BandwidthPrediction.valid_until:type_name -> google.protobuf.Timestamp
-	40, // 5: dwcp.inference.v1.BandwidthPrediction.prediction_time:type_name -> google.protobuf.Timestamp
+	43, // 4: dwcp.inference.v1.BandwidthPrediction.valid_until:type_name -> google.protobuf.Timestamp
+	43, // 5: dwcp.inference.v1.BandwidthPrediction.prediction_time:type_name -> google.protobuf.Timestamp
 	8,  // 6: dwcp.inference.v1.PredictBandwidthResponse.prediction:type_name -> dwcp.inference.v1.BandwidthPrediction
 	4,  // 7: dwcp.inference.v1.PredictBandwidthResponse.model:type_name -> dwcp.inference.v1.ModelRef
 	6,  // 8: dwcp.inference.v1.PredictBandwidthBatchRequest.histories:type_name -> dwcp.inference.v1.LinkHistory
@@ -2871,57 +2967,62 @@ var file_dwcp_inference_v1_inference_proto_depIdxs = []int32{
 	3,  // 24: dwcp.inference.v1.SelectCompressionBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
 	16, // 25: dwcp.inference.v1.SelectCompressionBatchResponse.decisions:type_name -> dwcp.inference.v1.CompressionDecision
 	4,  // 26: dwcp.inference.v1.SelectCompressionBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	40, // 27: dwcp.inference.v1.NodeMetrics.timestamp:type_name -> google.protobuf.Timestamp
-	21, // 28: dwcp.inference.v1.DetectAnomalyRequest.metrics:type_name -> dwcp.inference.v1.NodeMetrics
-	3,  // 29: dwcp.inference.v1.DetectAnomalyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	2,  // 30: dwcp.inference.v1.AnomalyVerdict.severity:type_name -> dwcp.inference.v1.Severity
-	22, // 31: dwcp.inference.v1.AnomalyVerdict.contributions:type_name -> dwcp.inference.v1.FeatureContribution
-	24, // 32: dwcp.inference.v1.DetectAnomalyResponse.verdict:type_name -> dwcp.inference.v1.AnomalyVerdict
-	4,  // 33: dwcp.inference.v1.DetectAnomalyResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	21, // 34: dwcp.inference.v1.DetectAnomalyBatchRequest.metrics:type_name -> dwcp.inference.v1.NodeMetrics
-	3,  // 35: dwcp.inference.v1.DetectAnomalyBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	24, // 36: dwcp.inference.v1.DetectAnomalyBatchResponse.verdicts:type_name -> dwcp.inference.v1.AnomalyVerdict
-	4,  // 37: dwcp.inference.v1.DetectAnomalyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	40, // 38: dwcp.inference.v1.ConsensusSample.timestamp:type_name -> google.protobuf.Timestamp
-	28, // 39: dwcp.inference.v1.ConsensusWindow.samples:type_name -> dwcp.inference.v1.ConsensusSample
-	29, // 40: dwcp.inference.v1.DetectHighLatencyRequest.window:type_name -> dwcp.inference.v1.ConsensusWindow
-	3,  // 41: dwcp.inference.v1.DetectHighLatencyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	31, // 42: dwcp.inference.v1.LatencyVerdict.feature_errors:type_name -> dwcp.inference.v1.FeatureError
-	32, // 43: dwcp.inference.v1.DetectHighLatencyResponse.verdict:type_name -> dwcp.inference.v1.LatencyVerdict
-	4,  // 44: dwcp.inference.v1.DetectHighLatencyResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	29, // 45: dwcp.inference.v1.DetectHighLatencyBatchRequest.windows:type_name -> dwcp.inference.v1.ConsensusWindow
-	3,  // 46: dwcp.inference.v1.DetectHighLatencyBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
-	32, // 47: dwcp.inference.v1.DetectHighLatencyBatchResponse.verdicts:type_name -> dwcp.inference.v1.LatencyVerdict
-	4,  // 48: dwcp.inference.v1.DetectHighLatencyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	5,  // 49: dwcp.inference.v1.ReportOutcomeRequest.actual_network:type_name -> dwcp.inference.v1.NetworkSample
-	14, // 50: dwcp.inference.v1.ReportOutcomeRequest.best_choice:type_name -> dwcp.inference.v1.CompressionChoice
-	37, // 51: dwcp.inference.v1.ReportOutcomeRequest.compression_times:type_name -> dwcp.inference.v1.CompressionTimes
-	39, // 52: dwcp.inference.v1.CompressionTimes.times:type_name -> dwcp.inference.v1.CompressionTimes.Time
-	4,  // 53: dwcp.inference.v1.ReportOutcomeResponse.model:type_name -> dwcp.inference.v1.ModelRef
-	1,  // 54: dwcp.inference.v1.CompressionTimes.Time.codec:type_name -> dwcp.inference.v1.Codec
-	7,  // 55: dwcp.inference.v1.InferenceService.PredictBandwidth:input_type -> dwcp.inference.v1.PredictBandwidthRequest
-	10, // 56: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:input_type -> dwcp.inference.v1.PredictBandwidthBatchRequest
-	15, // 57: dwcp.inference.v1.InferenceService.SelectCompression:input_type -> dwcp.inference.v1.SelectCompressionRequest
-	19, // 58: dwcp.inference.v1.InferenceService.SelectCompressionBatch:input_type -> dwcp.inference.v1.SelectCompressionBatchRequest
-	23, // 59: dwcp.inference.v1.InferenceService.DetectAnomaly:input_type -> dwcp.inference.v1.DetectAnomalyRequest
-	26, // 60: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:input_type -> dwcp.inference.v1.DetectAnomalyBatchRequest
-	30, // 61: dwcp.inference.v1.InferenceService.DetectHighLatency:input_type -> dwcp.inference.v1.DetectHighLatencyRequest
-	34, // 62: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:input_type -> dwcp.inference.v1.DetectHighLatencyBatchRequest
-	36, // 63: dwcp.inference.v1.InferenceService.ReportOutcome:input_type -> dwcp.inference.v1.ReportOutcomeRequest
-	9,  // 64: dwcp.inference.v1.InferenceService.PredictBandwidth:output_type -> dwcp.inference.v1.PredictBandwidthResponse
-	11, // 65: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:output_type -> dwcp.inference.v1.PredictBandwidthBatchResponse
-	17, // 66: dwcp.inference.v1.InferenceService.SelectCompression:output_type -> dwcp.inference.v1.SelectCompressionResponse
-	20, // 67: dwcp.inference.v1.InferenceService.SelectCompressionBatch:output_type -> dwcp.inference.v1.SelectCompressionBatchResponse
-	25, // 68: dwcp.inference.v1.InferenceService.DetectAnomaly:output_type -> dwcp.inference.v1.DetectAnomalyResponse
-	27, // 69: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:output_type -> dwcp.inference.v1.DetectAnomalyBatchResponse
-	33, // 70: dwcp.inference.v1.InferenceService.DetectHighLatency:output_type -> dwcp.inference.v1.DetectHighLatencyResponse
-	35, // 71: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:output_type -> dwcp.inference.v1.DetectHighLatencyBatchResponse
-	38, // 72: dwcp.inference.v1.InferenceService.ReportOutcome:output_type -> dwcp.inference.v1.ReportOutcomeResponse
-	64, // [64:73] is the sub-list for method output_type
-	55, // [55:64] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	43, // 27: dwcp.inference.v1.NodeMetrics.timestamp:type_name -> google.protobuf.Timestamp
+	40, // 28: dwcp.inference.v1.NodeMetrics.custom:type_name -> dwcp.inference.v1.NodeMetrics.CustomEntry
+	21, // 29: dwcp.inference.v1.NodeHistory.samples:type_name -> dwcp.inference.v1.NodeMetrics
+	21, // 30: dwcp.inference.v1.DetectAnomalyRequest.metrics:type_name -> dwcp.inference.v1.NodeMetrics
+	3,  // 31: dwcp.inference.v1.DetectAnomalyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
+	22, // 32: dwcp.inference.v1.DetectAnomalyRequest.history:type_name -> dwcp.inference.v1.NodeHistory
+	2,  // 33: dwcp.inference.v1.AnomalyVerdict.severity:type_name -> dwcp.inference.v1.Severity
+	23, // 34: dwcp.inference.v1.AnomalyVerdict.contributions:type_name -> dwcp.inference.v1.FeatureContribution
+	25, // 35: dwcp.inference.v1.DetectAnomalyResponse.verdict:type_name -> dwcp.inference.v1.AnomalyVerdict
+	4,  // 36: dwcp.inference.v1.DetectAnomalyResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	21, // 37: dwcp.inference.v1.DetectAnomalyBatchRequest.metrics:type_name -> dwcp.inference.v1.NodeMetrics
+	3,  // 38: dwcp.inference.v1.DetectAnomalyBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
+	22, // 39: dwcp.inference.v1.DetectAnomalyBatchRequest.histories:type_name -> dwcp.inference.v1.NodeHistory
+	25, // 40: dwcp.inference.v1.DetectAnomalyBatchResponse.verdicts:type_name -> dwcp.inference.v1.AnomalyVerdict
+	4,  // 41: dwcp.inference.v1.DetectAnomalyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	43, // 42: dwcp.inference.v1.ConsensusSample.timestamp:type_name -> google.protobuf.Timestamp
+	41, // 43: dwcp.inference.v1.ConsensusSample.custom:type_name -> dwcp.inference.v1.ConsensusSample.CustomEntry
+	29, // 44: dwcp.inference.v1.ConsensusWindow.samples:type_name -> dwcp.inference.v1.ConsensusSample
+	30, // 45: dwcp.inference.v1.DetectHighLatencyRequest.window:type_name -> dwcp.inference.v1.ConsensusWindow
+	3,  // 46: dwcp.inference.v1.DetectHighLatencyRequest.model:type_name -> dwcp.inference.v1.ModelSelector
+	32, // 47: dwcp.inference.v1.LatencyVerdict.feature_errors:type_name -> dwcp.inference.v1.FeatureError
+	33, // 48: dwcp.inference.v1.DetectHighLatencyResponse.verdict:type_name -> dwcp.inference.v1.LatencyVerdict
+	4,  // 49: dwcp.inference.v1.DetectHighLatencyResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	30, // 50: dwcp.inference.v1.DetectHighLatencyBatchRequest.windows:type_name -> dwcp.inference.v1.ConsensusWindow
+	3,  // 51: dwcp.inference.v1.DetectHighLatencyBatchRequest.model:type_name -> dwcp.inference.v1.ModelSelector
+	33, // 52: dwcp.inference.v1.DetectHighLatencyBatchResponse.verdicts:type_name -> dwcp.inference.v1.LatencyVerdict
+	4,  // 53: dwcp.inference.v1.DetectHighLatencyBatchResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	5,  // 54: dwcp.inference.v1.ReportOutcomeRequest.actual_network:type_name -> dwcp.inference.v1.NetworkSample
+	14, // 55: dwcp.inference.v1.ReportOutcomeRequest.best_choice:type_name -> dwcp.inference.v1.CompressionChoice
+	38, // 56: dwcp.inference.v1.ReportOutcomeRequest.compression_times:type_name -> dwcp.inference.v1.CompressionTimes
+	42, // 57: dwcp.inference.v1.CompressionTimes.times:type_name -> dwcp.inference.v1.CompressionTimes.Time
+	4,  // 58: dwcp.inference.v1.ReportOutcomeResponse.model:type_name -> dwcp.inference.v1.ModelRef
+	1,  // 59: dwcp.inference.v1.CompressionTimes.Time.codec:type_name -> dwcp.inference.v1.Codec
+	7,  // 60: dwcp.inference.v1.InferenceService.PredictBandwidth:input_type -> dwcp.inference.v1.PredictBandwidthRequest
+	10, // 61: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:input_type -> dwcp.inference.v1.PredictBandwidthBatchRequest
+	15, // 62: dwcp.inference.v1.InferenceService.SelectCompression:input_type -> dwcp.inference.v1.SelectCompressionRequest
+	19, // 63: dwcp.inference.v1.InferenceService.SelectCompressionBatch:input_type -> dwcp.inference.v1.SelectCompressionBatchRequest
+	24, // 64: dwcp.inference.v1.InferenceService.DetectAnomaly:input_type -> dwcp.inference.v1.DetectAnomalyRequest
+	27, // 65: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:input_type -> dwcp.inference.v1.DetectAnomalyBatchRequest
+	31, // 66: dwcp.inference.v1.InferenceService.DetectHighLatency:input_type -> dwcp.inference.v1.DetectHighLatencyRequest
+	35, // 67: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:input_type -> dwcp.inference.v1.DetectHighLatencyBatchRequest
+	37, // 68: dwcp.inference.v1.InferenceService.ReportOutcome:input_type -> dwcp.inference.v1.ReportOutcomeRequest
+	9,  // 69: dwcp.inference.v1.InferenceService.PredictBandwidth:output_type -> dwcp.inference.v1.PredictBandwidthResponse
+	11, // 70: dwcp.inference.v1.InferenceService.PredictBandwidthBatch:output_type -> dwcp.inference.v1.PredictBandwidthBatchResponse
+	17, // 71: dwcp.inference.v1.InferenceService.SelectCompression:output_type -> dwcp.inference.v1.SelectCompressionResponse
+	20, // 72: dwcp.inference.v1.InferenceService.SelectCompressionBatch:output_type -> dwcp.inference.v1.SelectCompressionBatchResponse
+	26, // 73: dwcp.inference.v1.InferenceService.DetectAnomaly:output_type -> dwcp.inference.v1.DetectAnomalyResponse
+	28, // 74: dwcp.inference.v1.InferenceService.DetectAnomalyBatch:output_type -> dwcp.inference.v1.DetectAnomalyBatchResponse
+	34, // 75: dwcp.inference.v1.InferenceService.DetectHighLatency:output_type -> dwcp.inference.v1.DetectHighLatencyResponse
+	36, // 76: dwcp.inference.v1.InferenceService.DetectHighLatencyBatch:output_type -> dwcp.inference.v1.DetectHighLatencyBatchResponse
+	39, // 77: dwcp.inference.v1.InferenceService.ReportOutcome:output_type -> dwcp.inference.v1.ReportOutcomeResponse
+	69, // [69:78] is the sub-list for method output_type
+	60, // [60:69] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_dwcp_inference_v1_inference_proto_init() }
@@ -2930,7 +3031,7 @@ func file_dwcp_inference_v1_inference_proto_init() {
 		return
 	}
 	file_dwcp_inference_v1_inference_proto_msgTypes[10].OneofWrappers = []any{}
-	file_dwcp_inference_v1_inference_proto_msgTypes[33].OneofWrappers = []any{
+	file_dwcp_inference_v1_inference_proto_msgTypes[34].OneofWrappers = []any{
 		(*ReportOutcomeRequest_ActualNetwork)(nil),
 		(*ReportOutcomeRequest_BestChoice)(nil),
 		(*ReportOutcomeRequest_WasAnomaly)(nil),
@@ -2942,7 +3043,7 @@ func file_dwcp_inference_v1_inference_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dwcp_inference_v1_inference_proto_rawDesc), len(file_dwcp_inference_v1_inference_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
