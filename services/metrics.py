@@ -12,6 +12,10 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
 
 
 class Metrics:
+    def observe_batch(self, model: str, rows: int, queued_seconds: float) -> None:
+        self.session_rows.labels(model).observe(rows)
+        self.batch_queue.labels(model).observe(queued_seconds)
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -20,6 +24,14 @@ class Metrics:
                                  ["rpc", "model", "version"], buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("dwcp_inference_requests_total", "Inference RPCs answered, by RPC and status code.",
                                 ["rpc", "code"], registry=r)
+        self.session_rows = Histogram("dwcp_inference_session_batch_rows",
+                                      "Rows per onnxruntime call (micro-batching gathers concurrent calls), "
+                                      "observed once per RPC.", ["model"],
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.batch_queue = Histogram("dwcp_inference_batch_queue_seconds",
+                                     "Time an RPC waited for its onnxruntime call (micro-batching queue).",
+                                     ["model"], buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                         0.005, 0.01, 0.025, 0.1), registry=r)
         self.batch_size = Histogram("dwcp_inference_batch_size", "Items per batch RPC.", ["rpc"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.model_info = Gauge("dwcp_inference_model_info",

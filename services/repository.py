@@ -19,6 +19,7 @@ from typing import Callable
 
 from dwcp_inference import MODEL_KINDS, metadata
 
+from .batching import BatchPolicy, MicroBatcher
 from .errors import InvalidInput, ModelNotFound, ModelNotReady, VersionRefused
 from .policy import Policy, PolicyError
 from .runtime import ModelRuntime
@@ -57,9 +58,11 @@ Listener = Callable[[str, str, str], None]
 
 
 class Repository:
-    def __init__(self, root: Path, threads_per_session: int = 1, listener: Listener | None = None):
+    def __init__(self, root: Path, threads_per_session: int = 1, listener: Listener | None = None,
+                 batching: BatchPolicy | None = None):
         self.root = Path(root)
         self.threads = threads_per_session
+        self.batching = batching
         self.listener = listener or (lambda model, version, event: None)
         self._lock = threading.Lock()     # guards the swap of _models
         self._reload_lock = threading.Lock()  # one reload at a time
@@ -148,6 +151,8 @@ class Repository:
             self.listener(name, vdir.name, "refused")
             return None
         self._refused.pop((name, vdir.name), None)
+        if self.batching and self.batching.max_rows > 1:
+            rt.batcher = MicroBatcher(name, rt.run, self.batching)
         log.info("loaded %s version %s", name, vdir.name)
         self.listener(name, vdir.name, "loaded")
         return rt

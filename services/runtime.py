@@ -13,6 +13,7 @@ import onnxruntime as ort
 from dwcp_inference import features, metadata
 from dwcp_inference.metadata import MetadataError, ModelMetadata
 
+from .batching import MicroBatcher
 from .errors import VersionRefused
 
 
@@ -52,6 +53,7 @@ class ModelRuntime:
     path: Path
     loaded_at: float = field(default_factory=time.time)
     drift: DriftMeter | None = None
+    batcher: MicroBatcher | None = None  # set by the repository when micro-batching is on
 
     def __post_init__(self) -> None:
         self.drift = DriftMeter(self.meta)
@@ -128,6 +130,6 @@ class ModelRuntime:
         Raises features.FeatureError for input the model cannot take."""
         features.validate_raw(self.meta.raw_fields, columns)
         x = features.transform(self.meta.features, columns)
-        out = self.run(x)
+        out = self.batcher(x) if self.batcher else self.run(x)
         self.drift.observe(x)
         return x, out

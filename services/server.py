@@ -25,6 +25,7 @@ from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from .admin import AdminServicer
 from .metrics import DriftCollector, Metrics
+from .batching import BatchPolicy
 from .outcomes import OutcomeTracker
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
@@ -158,7 +159,9 @@ def _parse(cls: Any) -> Any:
 def start(settings: Settings) -> Running:
     metrics = Metrics()
     repo = Repository(settings.resolved_repository(), settings.session_threads,
-                      listener=lambda model, version, event: metrics.loads.labels(model, event).inc())
+                      listener=lambda model, version, event: metrics.loads.labels(model, event).inc(),
+                      batching=BatchPolicy(settings.batch_max_rows, settings.batch_max_wait_us,
+                                           metrics.observe_batch))
     repo.load_all()
     metrics.registry.register(DriftCollector(repo.loaded))
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),

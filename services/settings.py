@@ -38,7 +38,9 @@ class Settings:
     max_concurrent_rpcs: int = 32       # RPCs admitted at once per worker (running or queued); beyond:
                                         # RESOURCE_EXHAUSTED
     max_window: int = 1024              # samples accepted in one history or window
-    outcome_capacity: int = 100_000     # predictions remembered for ReportOutcome (about 350 bytes each)
+    outcome_capacity: int = 100_000     # predictions remembered for ReportOutcome (20 bytes each)
+    batch_max_rows: int = 256           # micro-batching: rows per onnxruntime call; 1 turns it off
+    batch_max_wait_us: int = 0          # micro-batching: extra wait for company once calls queue; 0: none
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

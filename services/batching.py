@@ -1,0 +1,135 @@
+"""Micro-batching: concurrent calls to one model version gathered into one onnxruntime call.
+
+A call that finds the version idle runs at once, alone: nothing is held back when nothing else is queued.
+Calls that arrive while a batch runs queue; when it ends, the first of them leads the next batch and takes the
+queue with it (up to `max_rows` rows), after waiting up to `max_wait_us` for more if the batch is not full.
+Each call gets its own rows of the outputs. If a batch fails, its calls run again one by one, so a bad input
+fails only its own call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Outputs = dict[str, np.ndarray]
+# (model, rows in the onnxruntime call, seconds the call waited in the queue), per call
+Observer = Callable[[str, int, float], None]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_rows: int = 256      # rows (items) per onnxruntime call; 0 or 1 turns batching off
+    max_wait_us: int = 0     # extra wait for company once there is a queue; 0: never wait
+    observe: Observer | None = None
+
+
+class _Call:
+    __slots__ = ("x", "queued", "outputs", "error", "lead", "event")
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.queued = time.perf_counter()
+        self.outputs: Outputs | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.event = threading.Event()
+
+
+class MicroBatcher:
+    def __init__(self, model: str, run: Callable[[np.ndarray], Outputs], policy: BatchPolicy):
+        self.model = model
+        self._run = run
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._queue: deque[_Call] = deque()
+        self._busy = False
+
+    def __call__(self, x: np.ndarray) -> Outputs:
+        call = _Call(x)
+        with self._lock:
+            if self._busy:
+                self._queue.append(call)
+                self._arrived.notify()
+            else:
+                self._busy = call.lead = True
+        if not call.lead:
+            call.event.wait()
+            if not call.lead:  # answered by another call's batch
+                if call.error is not None:
+                    raise call.error
+                assert call.outputs is not None
+                return call.outputs
+        self._lead(call)
+        if call.error is not None:
+            raise call.error
+        assert call.outputs is not None
+        return call.outputs
+
+    def _lead(self, first: _Call) -> None:
+        batch, rows = [first], len(first.x)
+        with self._lock:
+            rows = self._take(batch, rows)
+            if self.policy.max_wait_us > 0 and len(batch) > 1 and rows < self.policy.max_rows:
+                deadline = time.perf_counter() + self.policy.max_wait_us / 1e6
+                while rows < self.policy.max_rows and (left := deadline - time.perf_counter()) > 0:
+                    self._arrived.wait(left)
+                    rows = self._take(batch, rows)
+        try:
+            self._compute(batch)
+        except BaseException as e:  # noqa: BLE001 - e.g. an observer failing: no call may wait forever
+            for c in batch:
+                if c.outputs is None and c.error is None:
+                    c.error = e
+        finally:
+            with self._lock:
+                if self._queue:
+                    nxt = self._queue.popleft()
+                    nxt.lead = True
+                    nxt.event.set()
+                else:
+                    self._busy = False
+            for call in batch[1:]:
+                call.event.set()
+
+    def _take(self, batch: list[_Call], rows: int) -> int:
+        """Move queued calls into the batch while they fit (and share its trailing shape)."""
+        shape = batch[0].x.shape[1:]
+        while self._queue and rows + len(self._queue[0].x) <= self.policy.max_rows \
+                and self._queue[0].x.shape[1:] == shape:
+            call = self._queue.popleft()
+            batch.append(call)
+            rows += len(call.x)
+        return rows
+
+    def _compute(self, batch: list[_Call]) -> None:
+        started = time.perf_counter()
+        rows = sum(len(c.x) for c in batch)
+        if self.policy.observe:
+            for c in batch:
+                self.policy.observe(self.model, rows, started - c.queued)
+        if len(batch) == 1:
+            self._alone(batch[0])
+            return
+        try:
+            out = self._run(np.concatenate([c.x for c in batch]))
+        except Exception:  # find the call that broke it: each runs alone
+            for c in batch:
+                self._alone(c)
+            return
+        start = 0
+        for c in batch:
+            c.outputs = {name: v[start:start + len(c.x)] for name, v in out.items()}
+            start += len(c.x)
+
+    def _alone(self, call: _Call) -> None:
+        try:
+            call.outputs = self._run(call.x)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
+            call.error = e
