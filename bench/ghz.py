@@ -44,7 +44,7 @@ def protoset() -> Path:
 
 
 def run(target: str, method: str, request: Any, *, concurrency: int, seconds: float, rps: int = 0,
-        extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     """One ghz run. Returns counts by status, QPS of OK answers, and latency percentiles of OK answers (µs)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(MessageToDict(request), f)
@@ -53,7 +53,12 @@ def run(target: str, method: str, request: Any, *, concurrency: int, seconds: fl
            "-O", "json", "--connections", str(min(concurrency, 8)), *extra]
     if rps:
         cmd += ["--rps", str(rps)]
-    proc = subprocess.run([*cmd, target], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([*prefix, *cmd, target], capture_output=True, text=True)
+    finally:
+        Path(f.name).unlink()
+    if not proc.stdout.strip():
+        raise RuntimeError(f"ghz failed: {proc.stderr.strip()[-1000:]}")
     report = json.loads(proc.stdout)
     ok = np.array([d["latency"] for d in report.get("details") or [] if d["status"] == "OK"]) / 1000.0
     statuses: dict[str, int] = {}

@@ -1,7 +1,7 @@
 """Overload: a server is driven at 4x the load it can carry, then back to normal. Prints what it admits and the
 p99 of what it admits, what it sheds, and how fast it recovers.
 
-    .venv/bin/python bench/overload.py [--seconds 10] [--json]
+    python -m dwcp_inference.bench.overload [--seconds 10] [--json]
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ghz  # noqa: E402
-
-from dwcp_inference.api import inference_pb2 as pb  # noqa: E402
+from dwcp_inference.api import inference_pb2 as pb
+from dwcp_inference.bench import ghz
 
 
 def main() -> int:

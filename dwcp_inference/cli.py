@@ -13,6 +13,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own flags: dwcp-inference bench --help
+        from dwcp_inference.bench.suite import main as bench
+
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="dwcp-inference", description=__doc__.splitlines()[0].strip("`"))
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     admin_cli.add_parser(sub)
     v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would")
     v.add_argument("--repository", type=Path, help="model repository (default: the bundled models)")
+    sub.add_parser("bench", help="our server beside the Python and Go floors and the model in-process (ghz; "
+                                 "dwcp-inference bench --help)", add_help=False)
     h = sub.add_parser("health", help="ask a server's grpc.health.v1 service; exit 1 unless SERVING")
     h.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
     h.add_argument("--service", default="", help="a model name, or empty for the whole server")

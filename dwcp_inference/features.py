@@ -261,6 +261,84 @@ def decode_targets(targets: list[Target], outputs: np.ndarray) -> dict[str, np.n
     return result
 
 
+class Pipeline:
+    """validate_raw, transform and decode_targets for one model version, prepared once: the per-request work is a
+    few array operations over all fields at once instead of several per field. Same results as the functions
+    (tested); input with a bad value falls back to validate_raw for its message."""
+
+    _ELEMENTWISE = ("identity", "log", "log1p", "sin", "cos")
+
+    def __init__(self, raw_fields: list[RawField], features: list[Feature], targets: list[Target]):
+        self.raw_fields, self.features, self.targets = raw_fields, features, targets
+        self._numeric = [f for f in raw_fields if not f.vocabulary]
+        self._labels = [f for f in raw_fields if f.vocabulary]
+        self._lo = np.array([-np.inf if f.min is None else f.min for f in self._numeric])
+        self._hi = np.array([np.inf if f.max is None else f.max for f in self._numeric])
+        self._simple = all(f.transform in (*self._ELEMENTWISE, "one_hot") for f in features)
+        self._numbers = [f for f in features if f.transform != "one_hot"]
+        kinds = np.array([f.transform for f in self._numbers])
+        self._groups = {k: np.flatnonzero(kinds == k) for k in self._ELEMENTWISE[1:] if np.any(kinds == k)}
+        self._period = np.array([f.period or 1.0 for f in self._numbers])
+        self._mean = np.array([f.mean for f in self._numbers])
+        self._std = np.array([f.std for f in self._numbers])
+        self._one_hot = any(f.transform == "one_hot" for f in features)
+        self._t_mean = np.array([t.mean for t in targets])
+        self._t_std = np.array([t.std for t in targets])
+        self._t_lo = np.array([-np.inf if t.min is None else t.min for t in targets])
+        self._t_hi = np.array([np.inf if t.max is None else t.max for t in targets])
+
+    def validate(self, columns: Columns) -> None:
+        try:
+            raw = np.stack([np.asarray(columns[f.name], dtype=np.float64) for f in self._numeric], axis=-1) \
+                if self._numeric else None
+        except (KeyError, ValueError, TypeError):  # missing, or columns of other shapes: the careful way
+            validate_raw(self.raw_fields, columns)
+            return
+        if raw is not None:
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(raw) & (raw >= self._lo) & (raw <= self._hi)
+            if not ok.all():
+                validate_raw(self.raw_fields, columns)
+        if self._labels:
+            validate_raw(self._labels, columns)
+
+    def transform(self, columns: Columns) -> np.ndarray:
+        if not self._simple or not self._numbers:
+            return transform(self.features, columns)
+        x = np.stack([np.asarray(columns[f.source], dtype=np.float64) for f in self._numbers], axis=-1)
+        for kind, idx in self._groups.items():
+            v = x[..., idx]
+            if kind == "log1p":
+                x[..., idx] = np.log1p(np.maximum(v, 0.0))
+            elif kind == "log":
+                x[..., idx] = np.log(np.maximum(v, LOG_FLOOR))
+            elif kind == "sin":
+                x[..., idx] = np.sin(2 * math.pi * v / self._period[idx])
+            else:
+                x[..., idx] = np.cos(2 * math.pi * v / self._period[idx])
+        x = (x - self._mean) / self._std
+        if not self._one_hot:
+            return x.astype(np.float32)
+        parts, k = [], 0
+        for f in self.features:
+            if f.transform == "one_hot":
+                parts.append(_one(f, columns[f.source]))
+            else:
+                parts.append(x[..., k:k + 1])
+                k += 1
+        return np.concatenate(parts, axis=-1).astype(np.float32)
+
+    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        y = outputs[:, :len(self.targets)].astype(np.float64) * self._t_std + self._t_mean
+        for i, t in enumerate(self.targets):
+            if t.transform == "log1p":
+                y[:, i] = np.expm1(y[:, i])
+            elif t.transform == "log":
+                y[:, i] = np.exp(y[:, i])
+        y = np.clip(y, self._t_lo, self._t_hi)
+        return {t.name: y[:, i] for i, t in enumerate(self.targets)}
+
+
 # ------------------------------------------------------------------ payload traits (compression selector)
 
 SAMPLE_LIMIT = 64 * 1024  # bytes of a payload sample that are read

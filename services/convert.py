@@ -4,6 +4,7 @@ here; value checks happen in the feature layer, whose errors `field_path` names 
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 from typing import Callable, Sequence
 
 import numpy as np
@@ -83,7 +84,16 @@ def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], label
         return [[_value(x, f, lambda i=i, j=j: path(i, o + j)) for j, x in enumerate(s[o:])]
                 for i, (s, o) in enumerate(zip(seqs, offsets))]
 
-    cols: dict[str, np.ndarray] = {f: np.array(column(f), dtype=np.float64) for f in fields}
+    cols: dict[str, np.ndarray] = {}
+    plain = [f for f in fields if not f.startswith(CUSTOM)]
+    if plain:  # one pass over the samples, attributes read in C: the bulk of a batch's conversion
+        get = attrgetter(*plain)
+        values = np.array([get(x) for s, o in zip(seqs, offsets) for x in s[o:]], dtype=np.float64)
+        values = values.reshape(len(seqs), window, len(plain))
+        cols.update({f: values[..., k] for k, f in enumerate(plain)})
+    for f in fields:
+        if f.startswith(CUSTOM):
+            cols[f] = np.array(column(f), dtype=np.float64)
     for f in labels:
         cols[f] = np.array(column(f), dtype=object).astype(str)
     return cols, offsets

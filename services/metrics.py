@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -13,10 +13,31 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
 
 class Metrics:
     def observe_batch(self, model: str, rows: int, queued_seconds: float) -> None:
-        self.session_rows.labels(model).observe(rows)
-        self.batch_queue.labels(model).observe(queued_seconds)
+        children = self._batching.get(model)
+        if children is None:
+            children = self._batching[model] = (self.session_rows.labels(model), self.batch_queue.labels(model))
+        children[0].observe(rows)
+        children[1].observe(queued_seconds)
+
+    # Labelled children, looked up once: `labels()` takes a lock and builds a key on every call.
+    def latency_of(self, rpc: str, model: str, version: str) -> Any:
+        key = (rpc, model, version)
+        child = self._latency.get(key)
+        if child is None:
+            child = self._latency[key] = self.latency.labels(rpc, model, version)
+        return child
+
+    def requests_of(self, rpc: str, code: Any) -> Any:
+        key = (rpc, code)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(rpc, code.name)
+        return child
 
     def __init__(self) -> None:
+        self._latency: dict[tuple, Any] = {}
+        self._requests: dict[tuple, Any] = {}
+        self._batching: dict[str, tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram("dwcp_inference_request_duration_seconds",

@@ -47,6 +47,9 @@ class _PredictionStore:
         self._next = 0
 
     def put(self, model: str, version: str, prediction: Any) -> str:
+        return self._put_slot(*self._key_value(model, version, prediction), secrets.randbits(64) | 1)
+
+    def _key_value(self, model: str, version: str, prediction: Any) -> tuple[int, Any]:
         interned = isinstance(prediction, (bool, tuple))  # verdicts and (codec, level) choices; else a number
         if interned:
             value = self._intern_index.get(prediction)
@@ -59,11 +62,17 @@ class _PredictionStore:
         if key is None:
             key = self._key_index[(model, version, interned)] = len(self._keys)
             self._keys.append((model, version, interned))
+        return key, value
+
+    def _put_slot(self, key: int, value: Any, nonce: int) -> str:
         slot = self._next
         self._next = (slot + 1) % self.capacity
-        nonce = secrets.randbits(64) | 1
         self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
         return f"{nonce:016x}{slot:x}"
+
+    def put_many(self, model: str, version: str, predictions: list) -> list[str]:
+        nonces = (np.frombuffer(secrets.token_bytes(8 * len(predictions)), np.uint64) | np.uint64(1)).tolist()
+        return [self._put_slot(*self._key_value(model, version, p), n) for p, n in zip(predictions, nonces)]
 
     def take(self, prediction_id: str) -> tuple[str, str, Any, int, int] | None:
         """The remembered prediction, removed; None if the id is malformed, unknown or already taken."""
@@ -96,6 +105,10 @@ class OutcomeTracker:
     def remember(self, model: str, version: str, prediction: Any) -> str:
         with self._lock:
             return self._store.put(model, version, prediction)
+
+    def remember_many(self, model: str, version: str, predictions: list) -> list[str]:
+        with self._lock:
+            return self._store.put_many(model, version, predictions)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
         """Match an outcome to its prediction and update that version's live accuracy."""

@@ -49,7 +49,7 @@ def rpc(method: Callable) -> Callable:
                 raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
             response = method(self, request, context)
             if hasattr(response, "model") and response.model.name:
-                self.metrics.latency.labels(name, response.model.name, response.model.version).observe(
+                self.metrics.latency_of(name, response.model.name, response.model.version).observe(
                     time.perf_counter() - start)
             return response
         except InferenceError as e:
@@ -60,7 +60,7 @@ def rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.INTERNAL
             context.abort(code, f"{name}: internal error, see the server log")
         finally:
-            self.metrics.requests.labels(name, code.name).inc()
+            self.metrics.requests_of(name, code).inc()
 
     return wrapper
 
@@ -98,9 +98,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         answers = self._decide(decisions.bandwidth, rt,
                                convert.network(histories, rt.meta.window, single, self.max_window))
         now = convert.now()
-        preds = [convert.bandwidth_prediction(a, h.samples[-1], self.outcomes.remember(
-            rt.name, rt.version, a.bandwidth_mbps), now) for a, h in zip(answers, histories)]
-        return rt, preds
+        ids = self.outcomes.remember_many(rt.name, rt.version, [a.bandwidth_mbps for a in answers])
+        return rt, [convert.bandwidth_prediction(a, h.samples[-1], pid, now)
+                    for a, h, pid in zip(answers, histories, ids)]
 
     @rpc
     def PredictBandwidth(self, request: pb.PredictBandwidthRequest, context) -> pb.PredictBandwidthResponse:
@@ -118,8 +118,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def _compression(self, queries: Sequence, selector: pb.ModelSelector, single: bool):
         rt = self._model("compression_selector", selector)
         answers = self._decide(decisions.compression, rt, convert.compression_queries(queries, single))
-        return rt, [convert.compression_decision(a, self.outcomes.remember(rt.name, rt.version, a.ranked[0][:2]))
-                    for a in answers]
+        ids = self.outcomes.remember_many(rt.name, rt.version, [a.ranked[0][:2] for a in answers])
+        return rt, [convert.compression_decision(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
     def SelectCompression(self, request: pb.SelectCompressionRequest, context) -> pb.SelectCompressionResponse:
@@ -139,8 +139,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         rt = self._model("reliability_detector", selector)
         answers = self._decide(decisions.anomaly, rt, convert.nodes(
             metrics, single, histories, rt.meta.window, rt.meta.raw_fields, self.max_window))
-        return rt, [convert.anomaly_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_anomaly))
-                    for a in answers]
+        ids = self.outcomes.remember_many(rt.name, rt.version, [a.is_anomaly for a in answers])
+        return rt, [convert.anomaly_verdict(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
     def DetectAnomaly(self, request: pb.DetectAnomalyRequest, context) -> pb.DetectAnomalyResponse:
@@ -162,8 +162,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         answers = self._decide(decisions.high_latency, rt,
                                convert.consensus(windows, rt.meta.window, single, self.max_window,
                                                  rt.meta.raw_fields))
-        return rt, [convert.latency_verdict(a, self.outcomes.remember(rt.name, rt.version, a.is_high_latency))
-                    for a in answers]
+        ids = self.outcomes.remember_many(rt.name, rt.version, [a.is_high_latency for a in answers])
+        return rt, [convert.latency_verdict(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
     def DetectHighLatency(self, request: pb.DetectHighLatencyRequest, context) -> pb.DetectHighLatencyResponse:

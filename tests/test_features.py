@@ -105,3 +105,35 @@ def test_context_z_scales_a_window_by_the_steps_before_it():
     assert x[0, :, 0] == pytest.approx([0.0, 2.0])
     with pytest.raises(ValueError, match="context of at least 2"):
         Feature.from_dict({"name": "v", "source": "v", "transform": "context_z"})
+
+
+def test_the_prepared_pipeline_gives_what_the_functions_give():
+    from dwcp_inference.features import Pipeline
+
+    rng = np.random.default_rng(3)
+    raw = [RawField("bw", 0.0, 1e7), RawField("loss", 0.0, 1.0), RawField("tod", 0.0, 24.0),
+           RawField("kind", vocabulary=("a", "b"))]
+    feats = [Feature("bw", "bw", "log1p", mean=5.0, std=2.0), Feature("loss", "loss", "log", mean=-6, std=3),
+             Feature("kind", "kind", "one_hot", vocabulary=("a", "b")), Feature("s", "tod", "sin", period=24),
+             Feature("c", "tod", "cos", period=24, mean=0.1, std=0.7), Feature("raw", "bw")]
+    targets = [Target("bw", "log1p", 5.0, 2.0, 0.0, None), Target("loss", "log", -6, 3, 0.0, 1.0),
+               Target("j", "identity", 1.0, 0.5)]
+    p = Pipeline(raw, feats, targets)
+    for shape in [(7,), (5, 24)]:
+        cols = {"bw": rng.uniform(0, 1e4, shape), "loss": rng.uniform(0, 0.1, shape),
+                "tod": rng.uniform(0, 24, shape), "kind": rng.choice(["a", "b"], shape)}
+        p.validate(cols)
+        assert np.array_equal(p.transform(cols), transform(feats, cols))
+        cols["loss"][(0,) * len(shape)] = float("nan")
+        with pytest.raises(FeatureError) as e:
+            p.validate(cols)
+        assert e.value.field == "loss" and e.value.index == (0,) * len(shape)
+    out = rng.normal(size=(9, 3)).astype(np.float32)
+    want = decode_targets(targets, out)
+    got = p.decode(out)
+    for name in want:
+        assert got[name] == pytest.approx(want[name])
+    with pytest.raises(FeatureError, match="kind: unknown value 'z'"):
+        p.validate({"bw": np.ones(2), "loss": np.zeros(2), "tod": np.ones(2), "kind": np.array(["a", "z"])})
+    with pytest.raises(FeatureError, match="bw: missing"):
+        p.validate({"loss": np.zeros(2), "tod": np.ones(2), "kind": np.array(["a", "b"])})
