@@ -16,6 +16,8 @@ from google.protobuf.json_format import MessageToDict
 
 ROOT = Path(__file__).resolve().parents[1]
 GHZ_VERSION = "v0.93.0"  # what the Go module proxy serves as latest
+# ghz ends each timed run by closing its connections: the calls then in flight come back with this status.
+CLOSING = "Unavailable (in flight when ghz stopped)"
 
 
 def ghz_binary() -> str:
@@ -44,12 +46,14 @@ def protoset() -> Path:
 
 
 def run(target: str, method: str, request: Any, *, concurrency: int, seconds: float, rps: int = 0,
-        extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One ghz run. Returns counts by status, QPS of OK answers, and latency percentiles of OK answers (µs)."""
+        extra: tuple[str, ...] = (), prefix: tuple[str, ...] = (), call: str = "",
+        protoset_path: Path | None = None) -> dict[str, Any]:
+    """One ghz run of our `method` (or any `call` of `protoset_path`); `request` is a message or its JSON form.
+    Returns counts by status, QPS of OK answers, and latency percentiles of OK answers (µs)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(MessageToDict(request), f)
-    cmd = [ghz_binary(), "--insecure", "--protoset", str(protoset()), "--call",
-           f"dwcp.inference.v1.InferenceService/{method}", "-D", f.name, "-c", str(concurrency), "-z", f"{seconds}s",
+        json.dump(request if isinstance(request, dict) else MessageToDict(request), f)
+    cmd = [ghz_binary(), "--insecure", "--protoset", str(protoset_path or protoset()), "--call",
+           call or f"dwcp.inference.v1.InferenceService/{method}", "-D", f.name, "-c", str(concurrency), "-z", f"{seconds}s",
            "-O", "json", "--connections", str(min(concurrency, 8)), *extra]
     if rps:
         cmd += ["--rps", str(rps)]
@@ -63,7 +67,8 @@ def run(target: str, method: str, request: Any, *, concurrency: int, seconds: fl
     ok = np.array([d["latency"] for d in report.get("details") or [] if d["status"] == "OK"]) / 1000.0
     statuses: dict[str, int] = {}
     for d in report.get("details") or []:
-        statuses[d["status"]] = statuses.get(d["status"], 0) + 1
+        key = CLOSING if "transport is closing" in d.get("error", "") else d["status"]
+        statuses[key] = statuses.get(key, 0) + 1
     duration = report["total"] / 1e9
     return {"statuses": statuses, "ok_qps": len(ok) / duration if duration else 0.0,
             "p50_us": float(np.percentile(ok, 50)) if ok.size else None,

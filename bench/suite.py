@@ -4,7 +4,7 @@ stated in.
 
 Servers: `dwcp` (ours, the bundled models), `floor-python` (a bare grpcio servicer returning canned responses of
 our size), `floor-go` (grpc-go, empty replies, GOMAXPROCS=1), `inprocess` (the model's onnxruntime session called
-directly: no RPC at all), and with `--peers` Seldon MLServer serving the same ONNX model (bench/mlserver).
+directly: no RPC at all), and with `--peers` Seldon MLServer serving the same ONNX model (bench/peer.py).
 ghz drives the load from its own core: with two or more cores, the server is pinned to core 0 and ghz to core 1.
 """
 
@@ -121,9 +121,7 @@ def measure_rpc(target: str, rpc: str, seconds: float, batches: tuple[int, ...])
 
 
 def _errors(*runs: dict[str, Any]) -> int:
-    # ghz ends each timed run by closing its connections: calls then in flight come back Unavailable.
-    return sum(n for r in runs for status, n in r["statuses"].items()
-               if status != "OK" and "transport is closing" not in status)
+    return sum(n for r in runs for status, n in r["statuses"].items() if status not in ("OK", ghz.CLOSING))
 
 
 def measure_inprocess(rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="dwcp,floor-python,floor-go,inprocess",
                         help="comma-separated, from dwcp, floor-python, floor-go, inprocess (default %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also Seldon MLServer, defaults and "
-                        "parallel_workers=0 (installs bench/mlserver/requirements.txt into its own venv)")
+                        "parallel_workers=0 (installs bench/mlserver-peer/requirements.txt into its own venv)")
     parser.add_argument("--rpcs", default="PredictBandwidth", help=f"comma-separated, or all: {', '.join(RPCS)}")
     parser.add_argument("--seconds", type=float, default=3.0, help="per ghz run (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each server (default %(default)s)")
@@ -262,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--rpcs: unknown {r!r}, expected some of {list(RPCS)}")
     rows = run_suite(servers, rpcs, seconds=args.seconds, rounds=args.rounds)
     if args.peers:
-        from . import mlserver
+        from . import peer
 
-        rows += mlserver.run_peers(rpcs, seconds=args.seconds, rounds=args.rounds)
+        rows += peer.run_peers(rpcs, seconds=args.seconds, rounds=args.rounds)
     scan = workers_scan([int(n) for n in args.workers.split(",")], args.seconds) if args.workers else []
     result = {"cores": os.cpu_count(), "rows": [{k: v for k, v in r.items() if k != "errors"} for r in rows]}
     if scan:

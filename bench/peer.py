@@ -1,0 +1,154 @@
+"""The peer: Seldon MLServer serving the same ONNX model as ours through a small custom runtime
+(bench/mlserver-peer/runtime.py), over its gRPC API (the V2 inference protocol), with its default settings and
+with parallel_workers=0. MLServer lives in its own virtual environment, made on first use from
+bench/mlserver-peer/requirements.txt."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import ghz
+from .requests import request
+from .suite import FIELDS, _errors, _pinned, _port
+
+HERE = Path(__file__).resolve().parent / "mlserver-peer"
+VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dwcp-inference" / "mlserver-venv"
+MODELS = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compression_selector",
+          "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}
+
+
+def venv() -> Path:
+    """MLServer's virtual environment, made (and its requirements installed) when missing or out of date."""
+    stamp = VENV / "requirements.txt"
+    wanted = (HERE / "requirements.txt").read_text()
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print(f"[bench] installing MLServer into {VENV} (once)", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin/pip"), "install", "-q", "-r", str(HERE / "requirements.txt")], check=True)
+        stamp.write_text(wanted)
+    return VENV
+
+
+def protoset() -> Path:
+    """MLServer's gRPC API (dataplane.proto, from its generated module) as a descriptor set for ghz."""
+    out = Path(tempfile.gettempdir()) / "mlserver-dataplane.protoset"
+    script = ("from google.protobuf import descriptor_pb2 as d; from mlserver.grpc import dataplane_pb2 as p;"
+              "s = d.FileDescriptorSet(); s.file.add().ParseFromString(p.DESCRIPTOR.serialized_pb);"
+              f"open({str(out)!r}, 'wb').write(s.SerializeToString())")
+    subprocess.run([str(venv() / "bin/python"), "-c", script], check=True)
+    return out
+
+
+def infer_request(rpc: str, batch: int = 1) -> dict[str, Any]:
+    """The V2 request carrying the features our server computes for the same request."""
+    from .floor_python import _Context, _our_answers
+
+    servicer = _our_answers()
+    captured: list[np.ndarray] = []
+    rt = servicer.repo.get(MODELS[rpc])
+    run = rt.run
+    rt.run = lambda x: (captured.append(x), run(x))[1]  # type: ignore[method-assign]
+    getattr(servicer, rpc if batch == 1 else rpc + "Batch")(request(rpc, batch), _Context())
+    x = captured[-1]
+    return {"model_name": MODELS[rpc], "inputs": [{"name": rt.meta.inputs[0].name, "datatype": "FP32",
+                                                   "shape": list(x.shape),
+                                                   "contents": {"fp32_contents": x.ravel().tolist()}}]}
+
+
+@contextmanager
+def serving(rpcs: list[str], parallel_workers: int | None) -> Iterator[str]:
+    from dwcp_inference.services.settings import bundled_models
+
+    root = Path(tempfile.mkdtemp(prefix="mlserver-"))
+    grpc_port = _port()
+    settings = {"grpc_port": grpc_port, "http_port": _port(), "metrics_port": _port(), "debug": False}
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    (root / "settings.json").write_text(json.dumps(settings))
+    shutil.copy(HERE / "runtime.py", root / "runtime.py")
+    for rpc in rpcs:
+        model = MODELS[rpc]
+        d = root / model
+        d.mkdir()
+        shutil.copy(bundled_models() / model / "1" / "model.onnx", d / "model.onnx")
+        (d / "model-settings.json").write_text(json.dumps({
+            "name": model, "implementation": "runtime.OnnxModel", "parameters": {"uri": str(d / "model.onnx")}}))
+    log = open(root / "mlserver.log", "w")
+    proc = subprocess.Popen([*_pinned(0), str(venv() / "bin/mlserver"), "start", str(root)], cwd=root,
+                            stdout=log, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{grpc_port}"
+    try:
+        _wait(target, rpcs[0], proc, root)
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait(target: str, rpc: str, proc: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"MLServer exited: {(root / 'mlserver.log').read_text()[-2000:]}")
+        r = _ghz(target, rpc, 1, concurrency=1, seconds=0.3)
+        if r["statuses"].get("OK"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"MLServer did not answer within {timeout:.0f} s: {(root / 'mlserver.log').read_text()[-2000:]}")
+
+
+def _ghz(target: str, rpc: str, batch: int, *, concurrency: int, seconds: float) -> dict[str, Any]:
+    return ghz.run(target, "", infer_request(rpc, batch), concurrency=concurrency, seconds=seconds,
+                   extra=("--cpus", "1"), prefix=_pinned(1),
+                   call="inference.GRPCInferenceService/ModelInfer", protoset_path=protoset())
+
+
+def run_peers(rpcs: list[str], *, seconds: float, rounds: int, batches: tuple[int, ...] = (16, 64)) -> list[dict]:
+    samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for server, pw in (("mlserver-default", None), ("mlserver-pw0", 0)):
+            started = time.monotonic()
+            with serving(rpcs, pw) as target:
+                for rpc in rpcs:
+                    _ghz(target, rpc, 1, concurrency=4, seconds=min(seconds, 1.0))
+                    seq = _ghz(target, rpc, 1, concurrency=1, seconds=seconds)
+                    c16 = _ghz(target, rpc, 1, concurrency=16, seconds=seconds)
+                    c64 = _ghz(target, rpc, 1, concurrency=64, seconds=seconds)
+                    rows = [{"rpc": rpc, "batch": 1, "p50_us": seq["p50_us"], "p99_us": seq["p99_us"],
+                             "qps_c16": c16["ok_qps"], "qps_c64": c64["ok_qps"],
+                             "decisions_per_s": max(c16["ok_qps"], c64["ok_qps"]), "errors": _errors(seq, c16, c64)}]
+                    for b in batches:
+                        res = _ghz(target, rpc, b, concurrency=16, seconds=seconds)
+                        rows.append({"rpc": rpc, "batch": b, "p50_us": res["p50_us"], "p99_us": res["p99_us"],
+                                     "qps_c16": res["ok_qps"], "qps_c64": None,
+                                     "decisions_per_s": res["ok_qps"] * b, "errors": _errors(res)})
+                    for row in rows:
+                        samples.setdefault((server, rpc, row["batch"]), []).append(row)
+            print(f"[bench] round {r + 1}/{rounds}: {server} measured in {time.monotonic() - started:.0f} s",
+                  file=sys.stderr, flush=True)
+    out = []
+    for (server, rpc, batch), runs in samples.items():
+        row: dict[str, Any] = {"server": server, "rpc": rpc, "batch": batch}
+        for f in FIELDS:
+            values = [x[f] for x in runs if x[f] is not None]
+            row[f] = statistics.median(values) if values else None
+        row["errors"] = sum(x["errors"] for x in runs)
+        out.append(row)
+    return out
