@@ -1,5 +1,6 @@
-"""Where a request's time goes: py-spy samples a running server (every thread, native frames off) while ghz
-drives one RPC; the samples are summarised by stage of the request path and by function, as Markdown.
+"""Where a request's time goes: py-spy samples a running server while ghz drives one RPC, taking the thread
+that holds the GIL (the Python work: threads waiting on locks, sockets or onnxruntime, which releases the GIL,
+are not counted); the samples are summarised by stage of the request path and by function, as Markdown.
 
     python -m dwcp_inference.bench.profile [--rpc PredictBandwidth] [--batch 1] [--seconds 15] [--out docs/profile.md]
 """
@@ -77,7 +78,7 @@ def profile(rpc: str, batch: int, seconds: float, concurrency: int) -> str:
                                         "extra": ("--cpus", "1")})
         load.start()
         subprocess.run([pyspy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-                        "--format", "raw", "--nonblocking", "--output", str(out)], check=True,
+                        "--format", "raw", "--nonblocking", "--gil", "--output", str(out)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         load.join()
     return out.read_text()
@@ -95,7 +96,8 @@ def _server_pid(target: str) -> int:
 def report(rpc: str, batch: int, raw: str, concurrency: int) -> str:
     stages, leaves, total = summarise(raw)
     lines = [f"### {rpc}{'' if batch == 1 else f' (batch form, {batch} items)'}, {concurrency} in flight", "",
-             f"{total} samples of busy threads ({os.cpu_count()} cores, py-spy at 250 Hz).", "",
+             f"{total} samples of the thread holding the GIL ({os.cpu_count()} cores, py-spy at 250 Hz; "
+             "onnxruntime's own threads are not sampled, it releases the GIL while it runs).", "",
              "| stage of the request path | share |", "|---|---|"]
     lines += [f"| {stage} | {n / total:.1%} |" for stage, n in stages.most_common()]
     lines += ["", "| function (where the sample was taken) | share |", "|---|---|"]

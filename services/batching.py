@@ -1,4 +1,5 @@
-"""Micro-batching: concurrent calls to one model version gathered into one onnxruntime call.
+"""Micro-batching: concurrent calls to one model version gathered into one call of validation, feature pipeline
+and onnxruntime (each call brings raw columns: a dict of arrays whose first axis is its items).
 
 A call that finds the version idle runs at once, alone: nothing is held back when nothing else is queued.
 Calls that arrive while a batch runs queue; when it ends, the first of them leads the next batch and takes the
@@ -17,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+Columns = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
 # (model, rows in the onnxruntime call, seconds the call waited in the queue), per call
 Observer = Callable[[str, int, float], None]
@@ -30,10 +32,12 @@ class BatchPolicy:
 
 
 class _Call:
-    __slots__ = ("x", "queued", "outputs", "error", "lead", "event")
+    __slots__ = ("x", "rows", "shape", "queued", "outputs", "error", "lead", "event")
 
-    def __init__(self, x: np.ndarray):
+    def __init__(self, x: Columns):
         self.x = x
+        self.rows = len(next(iter(x.values())))
+        self.shape = tuple((k, v.shape[1:]) for k, v in x.items())
         self.queued = time.perf_counter()
         self.outputs: Outputs | None = None
         self.error: BaseException | None = None
@@ -42,7 +46,7 @@ class _Call:
 
 
 class MicroBatcher:
-    def __init__(self, model: str, run: Callable[[np.ndarray], Outputs], policy: BatchPolicy):
+    def __init__(self, model: str, run: Callable[[Columns], Outputs], policy: BatchPolicy):
         self.model = model
         self._run = run
         self.policy = policy
@@ -51,7 +55,7 @@ class MicroBatcher:
         self._queue: deque[_Call] = deque()
         self._busy = False
 
-    def __call__(self, x: np.ndarray) -> Outputs:
+    def __call__(self, x: Columns) -> Outputs:
         call = _Call(x)
         with self._lock:
             if self._busy:
@@ -73,7 +77,7 @@ class MicroBatcher:
         return call.outputs
 
     def _lead(self, first: _Call) -> None:
-        batch, rows = [first], len(first.x)
+        batch, rows = [first], first.rows
         with self._lock:
             rows = self._take(batch, rows)
             if self.policy.max_wait_us > 0 and len(batch) > 1 and rows < self.policy.max_rows:
@@ -99,18 +103,17 @@ class MicroBatcher:
                 call.event.set()
 
     def _take(self, batch: list[_Call], rows: int) -> int:
-        """Move queued calls into the batch while they fit (and share its trailing shape)."""
-        shape = batch[0].x.shape[1:]
-        while self._queue and rows + len(self._queue[0].x) <= self.policy.max_rows \
-                and self._queue[0].x.shape[1:] == shape:
+        """Move queued calls into the batch while they fit (and share its columns and their trailing shapes)."""
+        shape = batch[0].shape
+        while self._queue and rows + self._queue[0].rows <= self.policy.max_rows and self._queue[0].shape == shape:
             call = self._queue.popleft()
             batch.append(call)
-            rows += len(call.x)
+            rows += call.rows
         return rows
 
     def _compute(self, batch: list[_Call]) -> None:
         started = time.perf_counter()
-        rows = sum(len(c.x) for c in batch)
+        rows = sum(c.rows for c in batch)
         if self.policy.observe:
             for c in batch:
                 self.policy.observe(self.model, rows, started - c.queued)
@@ -118,15 +121,15 @@ class MicroBatcher:
             self._alone(batch[0])
             return
         try:
-            out = self._run(np.concatenate([c.x for c in batch]))
-        except Exception:  # find the call that broke it: each runs alone
+            out = self._run({k: np.concatenate([c.x[k] for c in batch]) for k in batch[0].x})
+        except Exception:  # find the call that broke it (a bad value, an onnxruntime error): each runs alone
             for c in batch:
                 self._alone(c)
             return
         start = 0
         for c in batch:
-            c.outputs = {name: v[start:start + len(c.x)] for name, v in out.items()}
-            start += len(c.x)
+            c.outputs = {name: v[start:start + c.rows] for name, v in out.items()}
+            start += c.rows
 
     def _alone(self, call: _Call) -> None:
         try:

@@ -52,13 +52,14 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[Bandw
             pred[name] = np.zeros(len(x)) if last is None else np.asarray(last, dtype=np.float64)[:, -1]
     d = rt.meta.decision
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
-    cv = bw.std(axis=1) / np.maximum(bw.mean(axis=1), 1e-9)
+    mean = bw.mean(axis=1)
+    cv = np.sqrt(np.maximum((bw * bw).mean(axis=1) - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
     base = 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0)
-    confidence = np.clip(base / (1.0 + cv), 0.0, 1.0)
-    return [BandwidthAnswer(float(pred["bandwidth_mbps"][i]), float(pred["latency_ms"][i]),
-                            float(pred["packet_loss"][i]), float(pred["jitter_ms"][i]), float(confidence[i]),
-                            float(d.get("interval_seconds", 300.0)))
-            for i in range(len(confidence))]
+    confidence = np.clip(base / (1.0 + cv), 0.0, 1.0).tolist()
+    horizon = float(d.get("interval_seconds", 300.0))
+    columns_out = [np.asarray(pred[n], dtype=np.float64).tolist()
+                   for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")]
+    return [BandwidthAnswer(b, lat, loss, jit, c, horizon) for b, lat, loss, jit, c in zip(*columns_out, confidence)]
 
 
 def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[CompressionAnswer]:

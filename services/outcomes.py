@@ -70,8 +70,7 @@ class _PredictionStore:
         self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
         return f"{nonce:016x}{slot:x}"
 
-    def put_many(self, model: str, version: str, predictions: list) -> list[str]:
-        nonces = (np.frombuffer(secrets.token_bytes(8 * len(predictions)), np.uint64) | np.uint64(1)).tolist()
+    def put_many(self, model: str, version: str, predictions: list, nonces: list[int]) -> list[str]:
         return [self._put_slot(*self._key_value(model, version, p), n) for p, n in zip(predictions, nonces)]
 
     def take(self, prediction_id: str) -> tuple[str, str, Any, int, int] | None:
@@ -107,8 +106,10 @@ class OutcomeTracker:
             return self._store.put(model, version, prediction)
 
     def remember_many(self, model: str, version: str, predictions: list) -> list[str]:
+        # Random bits come from a system call: made before the lock is taken, not while others wait for it.
+        nonces = (np.frombuffer(secrets.token_bytes(8 * len(predictions)), np.uint64) | np.uint64(1)).tolist()
         with self._lock:
-            return self._store.put_many(model, version, predictions)
+            return self._store.put_many(model, version, predictions, nonces)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
         """Match an outcome to its prediction and update that version's live accuracy."""

@@ -152,7 +152,7 @@ class Repository:
             return None
         self._refused.pop((name, vdir.name), None)
         if self.batching and self.batching.max_rows > 1:
-            rt.batcher = MicroBatcher(name, rt.run, self.batching)
+            rt.batcher = MicroBatcher(name, rt._infer, self.batching)
         log.info("loaded %s version %s", name, vdir.name)
         self.listener(name, vdir.name, "loaded")
         return rt

@@ -17,6 +17,9 @@ from .batching import MicroBatcher
 from .errors import VersionRefused
 
 
+FEATURES_KEY = "\0features"  # the model input, carried beside its outputs through a micro-batch
+
+
 class DriftMeter:
     """Input drift against the training distribution: per numeric feature, the root mean square of its
     standardised value over recent requests (an exponential moving average). The training data gives 1.0 for
@@ -129,13 +132,24 @@ class ModelRuntime:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         names = [o.name for o in self.meta.outputs]
-        return dict(zip(names, self.session.run(names, {self.meta.inputs[0].name: x})))
+        out = dict(zip(names, self.session.run(names, {self.meta.inputs[0].name: x})))
+        for name, v in out.items():  # one answer per item, or a wrong answer would be given to someone
+            if v.shape[:1] != x.shape[:1]:
+                raise RuntimeError(f"{self.name} v{self.version}: output {name} has shape {v.shape} for "
+                                   f"{len(x)} input rows")
+        return out
 
     def infer(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Validate raw columns, build the features and run the model. Returns (features, outputs).
-        Raises features.FeatureError for input the model cannot take."""
+        """Validate raw columns, build the features and run the model (with other calls' rows when micro-batching).
+        Returns (features, outputs). Raises features.FeatureError for input the model cannot take."""
+        out = self.batcher(dict(columns)) if self.batcher else self._infer(columns)
+        x = out.pop(FEATURES_KEY)
+        return x, out
+
+    def _infer(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.pipeline.validate(columns)
         x = self.pipeline.transform(columns)
-        out = self.batcher(x) if self.batcher else self.run(x)
+        out = self.run(x)
         self.drift.observe(x)
-        return x, out
+        out[FEATURES_KEY] = x
+        return out

@@ -1,5 +1,5 @@
-"""Micro-batching, one piece: concurrent calls share one model call, a lone call is not held back, a bad row
-fails only its own call."""
+"""Micro-batching, one piece: concurrent calls (raw columns) share one model call, a lone call is not held
+back, a bad row fails only its own call."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class SlowModel:
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = columns["x"]
         with self.lock:
             self.calls.append(len(x))
         time.sleep(self.seconds)
@@ -34,7 +35,7 @@ def test_a_lone_call_runs_at_once_alone():
     model, seen = SlowModel(), []
     batcher = MicroBatcher("m", model, BatchPolicy(64, 5000, lambda m, rows, q: seen.append((rows, q))))
     started = time.perf_counter()
-    out = batcher(np.array([[1.0, 2.0]], dtype=np.float32))
+    out = batcher({"x": np.array([[1.0, 2.0]], dtype=np.float32)})
     assert time.perf_counter() - started < 0.004  # the 5 ms wait applies only once calls queue
     assert out["y"].tolist() == [[2.0, 4.0]] and model.calls == [1]
     assert seen[0][0] == 1 and seen[0][1] < 0.001
@@ -45,7 +46,7 @@ def test_concurrent_calls_share_model_calls_and_get_their_own_rows():
     batcher = MicroBatcher("m", model, BatchPolicy(max_rows=16))
     inputs = [np.full((1 + i % 3, 2), float(i), dtype=np.float32) for i in range(40)]
     with ThreadPoolExecutor(40) as pool:
-        outs = list(pool.map(batcher, inputs))
+        outs = list(pool.map(lambda x: batcher({"x": x}), inputs))
     for x, out in zip(inputs, outs):
         assert np.array_equal(out["y"], x * 2)
     assert sum(model.calls) == sum(len(x) for x in inputs)
@@ -59,7 +60,7 @@ def test_a_bad_row_fails_only_its_own_call():
 
     def call(x):
         try:
-            return batcher(x)["y"][0, 0]
+            return batcher({"x": x})["y"][0, 0]
         except RuntimeError as e:
             return str(e)
 
@@ -74,7 +75,7 @@ def test_windows_of_other_shapes_are_not_merged():
     batcher = MicroBatcher("m", model, BatchPolicy(max_rows=64))
     inputs = [np.zeros((1, 3 if i % 2 else 5, 2), dtype=np.float32) for i in range(12)]
     with ThreadPoolExecutor(12) as pool:
-        outs = list(pool.map(batcher, inputs))
+        outs = list(pool.map(lambda x: batcher({"x": x}), inputs))
     assert [o["y"].shape for o in outs] == [x.shape for x in inputs]
 
 
@@ -83,5 +84,5 @@ def test_a_queue_is_never_left_waiting(wait_us):
     model = SlowModel(seconds=0.001)
     batcher = MicroBatcher("m", model, BatchPolicy(max_rows=8, max_wait_us=wait_us))
     with ThreadPoolExecutor(16) as pool:
-        outs = list(pool.map(batcher, [np.ones((1, 1), dtype=np.float32)] * 300))
+        outs = list(pool.map(lambda x: batcher({"x": x}), [np.ones((1, 1), dtype=np.float32)] * 300))
     assert len(outs) == 300 and sum(model.calls) == 300
