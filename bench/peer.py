@@ -21,7 +21,7 @@ import numpy as np
 
 from . import ghz
 from .requests import request
-from .suite import FIELDS, _errors, _pinned, _port
+from .suite import FIELDS, _errors, _merge, _pinned, _port
 
 HERE = Path(__file__).resolve().parent / "mlserver-peer"
 VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dwcp-inference" / "mlserver-venv"
@@ -149,6 +149,6 @@ def run_peers(rpcs: list[str], *, seconds: float, rounds: int, batches: tuple[in
         for f in FIELDS:
             values = [x[f] for x in runs if x[f] is not None]
             row[f] = statistics.median(values) if values else None
-        row["errors"] = sum(x["errors"] for x in runs)
+        row["errors"] = _merge(x["errors"] for x in runs)
         out.append(row)
     return out

@@ -54,13 +54,15 @@ class MicroBatcher:
         self._arrived = threading.Condition(self._lock)
         self._queue: deque[_Call] = deque()
         self._busy = False
+        self._gathering = False  # a leader waits for company (max_wait_us)
 
     def __call__(self, x: Columns) -> Outputs:
         call = _Call(x)
         with self._lock:
             if self._busy:
                 self._queue.append(call)
-                self._arrived.notify()
+                if self._gathering:
+                    self._arrived.notify()
             else:
                 self._busy = call.lead = True
         if not call.lead:
@@ -82,9 +84,11 @@ class MicroBatcher:
             rows = self._take(batch, rows)
             if self.policy.max_wait_us > 0 and len(batch) > 1 and rows < self.policy.max_rows:
                 deadline = time.perf_counter() + self.policy.max_wait_us / 1e6
+                self._gathering = True
                 while rows < self.policy.max_rows and (left := deadline - time.perf_counter()) > 0:
                     self._arrived.wait(left)
                     rows = self._take(batch, rows)
+                self._gathering = False
         try:
             self._compute(batch)
         except BaseException as e:  # noqa: BLE001 - e.g. an observer failing: no call may wait forever

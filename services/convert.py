@@ -3,6 +3,7 @@ here; value checks happen in the feature layer, whose errors `field_path` names 
 
 from __future__ import annotations
 
+import math
 import time
 from operator import attrgetter
 from typing import Callable, Sequence
@@ -202,14 +203,14 @@ def _enum_name(enum, value: int) -> str:
 # ------------------------------------------------------------------ answers to messages
 
 def timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+    whole = math.floor(seconds)
+    return Timestamp(seconds=whole, nanos=min(int((seconds - whole) * 1e9), 999_999_999))
 
 
 def bandwidth_prediction(a: decisions.BandwidthAnswer, last_sample: pb.NetworkSample, prediction_id: str,
                          now: float) -> pb.BandwidthPrediction:
-    base = last_sample.timestamp.ToNanoseconds() / 1e9 if last_sample.HasField("timestamp") else now
+    ts = last_sample.timestamp
+    base = ts.seconds + ts.nanos / 1e9 if last_sample.HasField("timestamp") else now
     return pb.BandwidthPrediction(
         predicted_bandwidth_mbps=a.bandwidth_mbps, predicted_latency_ms=a.latency_ms,
         predicted_packet_loss=a.packet_loss, predicted_jitter_ms=a.jitter_ms, confidence=a.confidence,
