@@ -22,7 +22,7 @@ serve: $(SERVE_VENV)/.done
 $(VENV)/.done: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c requirements/dev.txt -e '.[train,dev]'
+	$(VENV)/bin/pip install --quiet -c requirements/dev.txt -e '.[train,dev,keras]'
 	touch $@
 
 setup: $(VENV)/.done

@@ -72,6 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     admin_cli.add_parser(sub)
     v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would")
     v.add_argument("--repository", type=Path, help="model repository (default: the bundled models)")
+    i = sub.add_parser(
+        "import", help="import a Keras, scikit-learn, PyTorch or ONNX model as a new version",
+        description="Convert a model trained elsewhere to ONNX, check it fits the model kind, compare it with its "
+                    "framework on generated inputs, and publish it as a new version (docs/import.md). Needs the "
+                    "extra of its framework: keras, sklearn or torch. Loading a pickle (scikit-learn's joblib or "
+                    "pickle files, a pickled torch module) runs code from the file: it is refused unless you pass "
+                    "--trust-pickle.")
+    i.add_argument("model", choices=["bandwidth", "reliability", "consensus"])
+    i.add_argument("--from", dest="source", required=True, choices=["keras", "sklearn", "torch", "onnx"])
+    i.add_argument("path", type=Path, help="the model: .keras/.h5 or SavedModel directory, joblib/pickle, "
+                                            "TorchScript .pt, .onnx")
+    i.add_argument("--repository", type=Path, required=True, help="model repository to publish into")
+    i.add_argument("--features", type=Path, required=True,
+                   help="input columns in order: a JSON list, {\"inputs\": [...], \"outputs\": [...]}, or one per line")
+    i.add_argument("--scaler", type=Path, help="the feature scaling it was trained with, as JSON (mean and scale, "
+                                               "or min and max, per feature)")
+    i.add_argument("--no-scaler", action="store_true", help="the model takes raw values")
+    i.add_argument("--window", type=int, help="samples per window (bandwidth, consensus)")
+    i.add_argument("--threshold", type=float, help="a detector's decision threshold on its score")
+    i.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickle, which runs code from the file: only for files you trust")
     sub.add_parser("bench", help="our server beside the Python and Go floors and the model in-process (ghz; "
                                  "dwcp-inference bench --help)", add_help=False)
     h = sub.add_parser("health", help="ask a server's grpc.health.v1 service; exit 1 unless SERVING")
@@ -82,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DWCP_INFERENCE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
-            "models": admin_cli.run, "tune": _tune, "fuzz": _fuzz, "soak": _soak}[args.command](args)
+            "models": admin_cli.run, "tune": _tune, "fuzz": _fuzz, "soak": _soak, "import": _import}[args.command](args)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -187,6 +208,12 @@ def _soak(args: argparse.Namespace) -> int:
     from dwcp_inference.soak import main as soak
 
     return soak(args)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dwcp_inference.export.importer import main as run_import
+
+    return run_import(args)
 
 
 def _fuzz(args: argparse.Namespace) -> int:

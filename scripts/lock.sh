@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refreshes the lock files (pip constraints) from fresh installs of the newest versions pyproject.toml allows:
 #   requirements/server.txt   what `pip install .` needs (the server, the image)
-#   requirements/dev.txt      what `pip install '.[train,dev]'` needs (training and tests)
+#   requirements/dev.txt      what `pip install '.[train,dev,keras]'` needs (training, import and tests)
 # Usage: scripts/lock.sh [PYTHON]      then review the diff and run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,4 @@ lock() {  # extras, output
     echo "requirements/$2.txt: $(grep -vc '^#' "requirements/$2.txt") packages"
 }
 lock "" server
-lock "[train,dev]" dev
+lock "[train,dev,keras]" dev

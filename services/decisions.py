@@ -98,9 +98,14 @@ def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -
 
 
 def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[LatencyAnswer]:
-    _, out = rt.infer(columns)
+    x, out = rt.infer(columns)
     d = rt.meta.decision
-    scores, errors = out[d["score_output"]], out[d["errors_output"]]
+    if "reconstruction_output" in d:  # an imported autoencoder: the error is computed here
+        diff = np.asarray(out[d["reconstruction_output"]], dtype=np.float64) - x
+        errors = (diff * diff).mean(axis=1)
+        scores = errors.mean(axis=1)
+    else:
+        scores, errors = out[d["score_output"]], out[d["errors_output"]]
     names = rt.meta.feature_names
     answers = []
     for s, errs in zip(scores, errors):
