@@ -16,7 +16,8 @@ from google.protobuf.json_format import MessageToDict
 
 ROOT = Path(__file__).resolve().parents[1]
 GHZ_VERSION = "v0.93.0"  # what the Go module proxy serves as latest
-# ghz ends each timed run by closing its connections: the calls then in flight come back with this status.
+# ghz ends each timed run by cancelling the calls in flight and closing its connections: those calls come back
+# Canceled or Unavailable ("transport is closing"); they are counted apart, under this name.
 CLOSING = "Unavailable (in flight when ghz stopped)"
 
 
@@ -67,7 +68,8 @@ def run(target: str, method: str, request: Any, *, concurrency: int, seconds: fl
     ok = np.array([d["latency"] for d in report.get("details") or [] if d["status"] == "OK"]) / 1000.0
     statuses: dict[str, int] = {}
     for d in report.get("details") or []:
-        key = CLOSING if "transport is closing" in d.get("error", "") else d["status"]
+        error = d.get("error", "")
+        key = CLOSING if "transport is closing" in error or d["status"] == "Canceled" else d["status"]
         statuses[key] = statuses.get(key, 0) + 1
     duration = report["total"] / 1e9
     return {"statuses": statuses, "ok_qps": len(ok) / duration if duration else 0.0,
