@@ -187,3 +187,14 @@ def test_refusals_say_what_was_expected_and_leave_nothing(imported, tmp_path):
     assert out.returncode == 2
     assert "a pickle, and loading a pickle runs code from the file. Pass --trust-pickle" in out.stderr
     assert not repo.exists() or not any(p for p in repo.rglob("*") if p.is_file())
+
+
+def test_a_keras_savedmodel_directory_imports_too(imported, tmp_path):
+    d, _, models = imported
+    models["keras_ae"].export(str(tmp_path / "savedmodel"))  # the SavedModel format DWCP's older scripts wrote
+    version_dir = import_model("consensus", "keras", tmp_path / "savedmodel", tmp_path / "repo",
+                               features_file=d / "ae_features.txt", scaler_file=d / "ae_scaler.json", window=20,
+                               threshold=0.05)
+    meta = json.loads((version_dir / "metadata.json").read_text())
+    assert meta["metrics"]["parity"]["output"]["max_abs_error"] < 1e-5
+    assert meta["training"]["source_file"] == "savedmodel" and len(meta["training"]["source_sha256"]) == 64
