@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 
-from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from .requests import BATCH_FORMS, request
@@ -43,6 +42,24 @@ def _our_answers(repo: Any = None) -> Any:
         repo.load_all()
     metrics = Metrics()
     return InferenceServicer(repo, OutcomeTracker(metrics), metrics, 1024)
+
+
+MODELS = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compression_selector",
+          "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}
+
+
+def model_input(servicer: Any, rpc: str, batch: int) -> tuple[Any, Any]:
+    """(the model version, the input tensor) our servicer computes for the benchmark request of `rpc`: what the
+    in-process row runs and what the peer is sent."""
+    rt = servicer.repo.get(MODELS[rpc])
+    captured = []
+    run = rt.run
+    rt.run = lambda x: (captured.append(x), run(x))[1]
+    try:
+        getattr(servicer, rpc if batch == 1 else BATCH_FORMS[rpc])(request(rpc, batch), _Context())
+    finally:
+        del rt.run  # the class's method again
+    return rt, captured[-1]
 
 
 class Floor(pb_grpc.InferenceServiceServicer):

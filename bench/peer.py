@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,16 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 from . import ghz
-from .requests import request
-from .suite import FIELDS, _errors, _merge, _pinned, _port
+from .floor_python import MODELS
+from .suite import _pinned, _port
 
 HERE = Path(__file__).resolve().parent / "mlserver-peer"
 VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dwcp-inference" / "mlserver-venv"
-MODELS = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compression_selector",
-          "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}
 
 
 def venv() -> Path:
@@ -53,15 +49,9 @@ def protoset() -> Path:
 
 def infer_request(rpc: str, batch: int = 1) -> dict[str, Any]:
     """The V2 request carrying the features our server computes for the same request."""
-    from .floor_python import _Context, _our_answers
+    from .floor_python import _our_answers, model_input
 
-    servicer = _our_answers()
-    captured: list[np.ndarray] = []
-    rt = servicer.repo.get(MODELS[rpc])
-    run = rt.run
-    rt.run = lambda x: (captured.append(x), run(x))[1]  # type: ignore[method-assign]
-    getattr(servicer, rpc if batch == 1 else rpc + "Batch")(request(rpc, batch), _Context())
-    x = captured[-1]
+    rt, x = model_input(_our_answers(), rpc, batch)
     return {"model_name": MODELS[rpc], "inputs": [{"name": rt.meta.inputs[0].name, "datatype": "FP32",
                                                    "shape": list(x.shape),
                                                    "contents": {"fp32_contents": x.ravel().tolist()}}]}
@@ -107,48 +97,20 @@ def _wait(target: str, rpc: str, proc: subprocess.Popen, root: Path, timeout: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"MLServer exited: {(root / 'mlserver.log').read_text()[-2000:]}")
-        r = _ghz(target, rpc, 1, concurrency=1, seconds=0.3)
-        if r["statuses"].get("OK"):
+        if runner(target, rpc)(1, 1, 0.3)["statuses"].get("OK"):
             return
         time.sleep(0.5)
     raise RuntimeError(f"MLServer did not answer within {timeout:.0f} s: {(root / 'mlserver.log').read_text()[-2000:]}")
 
 
-def _ghz(target: str, rpc: str, batch: int, *, concurrency: int, seconds: float) -> dict[str, Any]:
-    return ghz.run(target, "", infer_request(rpc, batch), concurrency=concurrency, seconds=seconds,
-                   extra=("--cpus", "1"), prefix=_pinned(1),
-                   call="inference.GRPCInferenceService/ModelInfer", protoset_path=protoset())
+def runner(target: str, rpc: str) -> Any:
+    """ghz against MLServer's ModelInfer, carrying the model input our server computes for `rpc`."""
+    requests: dict[int, dict[str, Any]] = {}
 
-
-def run_peers(rpcs: list[str], *, seconds: float, rounds: int, batches: tuple[int, ...] = (16, 64)) -> list[dict]:
-    samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for r in range(rounds):
-        for server, pw in (("mlserver-default", None), ("mlserver-pw0", 0)):
-            started = time.monotonic()
-            with serving(rpcs, pw) as target:
-                for rpc in rpcs:
-                    _ghz(target, rpc, 1, concurrency=4, seconds=min(seconds, 1.0))
-                    seq = _ghz(target, rpc, 1, concurrency=1, seconds=seconds)
-                    c16 = _ghz(target, rpc, 1, concurrency=16, seconds=seconds)
-                    c64 = _ghz(target, rpc, 1, concurrency=64, seconds=seconds)
-                    rows = [{"rpc": rpc, "batch": 1, "p50_us": seq["p50_us"], "p99_us": seq["p99_us"],
-                             "qps_c16": c16["ok_qps"], "qps_c64": c64["ok_qps"],
-                             "decisions_per_s": max(c16["ok_qps"], c64["ok_qps"]), "errors": _errors(seq, c16, c64)}]
-                    for b in batches:
-                        res = _ghz(target, rpc, b, concurrency=16, seconds=seconds)
-                        rows.append({"rpc": rpc, "batch": b, "p50_us": res["p50_us"], "p99_us": res["p99_us"],
-                                     "qps_c16": res["ok_qps"], "qps_c64": None,
-                                     "decisions_per_s": res["ok_qps"] * b, "errors": _errors(res)})
-                    for row in rows:
-                        samples.setdefault((server, rpc, row["batch"]), []).append(row)
-            print(f"[bench] round {r + 1}/{rounds}: {server} measured in {time.monotonic() - started:.0f} s",
-                  file=sys.stderr, flush=True)
-    out = []
-    for (server, rpc, batch), runs in samples.items():
-        row: dict[str, Any] = {"server": server, "rpc": rpc, "batch": batch}
-        for f in FIELDS:
-            values = [x[f] for x in runs if x[f] is not None]
-            row[f] = statistics.median(values) if values else None
-        row["errors"] = _merge(x["errors"] for x in runs)
-        out.append(row)
-    return out
+    def run(batch: int, concurrency: int, seconds: float) -> dict[str, Any]:
+        if batch not in requests:
+            requests[batch] = infer_request(rpc, batch)
+        return ghz.run(target, "", requests[batch], concurrency=concurrency, seconds=seconds,
+                       extra=("--cpus", "1"), prefix=_pinned(1),
+                       call="inference.GRPCInferenceService/ModelInfer", protoset_path=protoset())
+    return run

@@ -21,7 +21,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 import numpy as np
@@ -33,6 +33,7 @@ from .requests import BATCH_FORMS, RPCS, request
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (16, 64)
+PEERS = {"mlserver-default": None, "mlserver-pw0": 0}  # MLServer's parallel_workers: its default, and 0
 FIELDS = ("p50_us", "p99_us", "qps_c16", "qps_c64", "decisions_per_s")
 
 
@@ -101,20 +102,28 @@ def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 120) -> No
     raise RuntimeError(f"{target} did not answer within {timeout:.0f} s")
 
 
-def measure_rpc(target: str, rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
+# One ghz run against a started server: (items per call, calls in flight, seconds) -> ghz.run's result.
+Runner = Callable[[int, int, float], dict[str, Any]]
+
+
+def runner(target: str, rpc: str) -> Runner:
+    """ghz against our API: `rpc`, or its batch form for more than one item; ghz on core 1."""
+    def run(batch: int, concurrency: int, seconds: float) -> dict[str, Any]:
+        method = rpc if batch == 1 else BATCH_FORMS[rpc]
+        return ghz.run(target, method, request(rpc, batch), concurrency=concurrency, seconds=seconds,
+                       extra=("--cpus", "1"), prefix=_pinned(1))
+    return run
+
+
+def measure_rpc(run: Runner, rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
     """Rows for one RPC of one running server: batch 1 (sequential, 16 and 64 in flight), then its batch form."""
-    pin = _pinned(1)
-    kw = {"seconds": seconds, "extra": ("--cpus", "1"), "prefix": pin}
-    single = request(rpc)
-    ghz.run(target, rpc, single, concurrency=4, seconds=min(seconds, 1.0), prefix=pin)  # warm-up
-    seq = ghz.run(target, rpc, single, concurrency=1, **kw)
-    c16 = ghz.run(target, rpc, single, concurrency=16, **kw)
-    c64 = ghz.run(target, rpc, single, concurrency=64, **kw)
+    run(1, 4, min(seconds, 1.0))  # warm-up
+    seq, c16, c64 = run(1, 1, seconds), run(1, 16, seconds), run(1, 64, seconds)
     rows = [{"rpc": rpc, "batch": 1, "p50_us": seq["p50_us"], "p99_us": seq["p99_us"], "qps_c16": c16["ok_qps"],
              "qps_c64": c64["ok_qps"], "decisions_per_s": max(c16["ok_qps"], c64["ok_qps"]),
              "errors": _errors(seq, c16, c64)}]
     for b in batches:
-        r = ghz.run(target, BATCH_FORMS[rpc], request(rpc, b), concurrency=16, **kw)
+        r = run(b, 16, seconds)
         rows.append({"rpc": rpc, "batch": b, "p50_us": r["p50_us"], "p99_us": r["p99_us"], "qps_c16": r["ok_qps"],
                      "qps_c64": None, "decisions_per_s": r["ok_qps"] * b, "errors": _errors(r)})
     return rows
@@ -132,25 +141,13 @@ def _errors(*runs: dict[str, Any]) -> dict[str, int]:
 
 def measure_inprocess(rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
     """The model alone: its onnxruntime session called on ready features, sequentially."""
-    from dwcp_inference.services.repository import Repository
-    from dwcp_inference.services.settings import bundled_models
+    from .floor_python import _our_answers, model_input
 
-    from .floor_python import _Context, _our_answers
-
-    repo = Repository(bundled_models())
-    repo.load_all()
-    model = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compression_selector",
-             "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}[rpc]
-    rt = repo.get(model)
-    captured: list[np.ndarray] = []
-    run = rt.run
-    rt.run = lambda x: (captured.append(x), run(x))[1]  # type: ignore[method-assign]
-    servicer = _our_answers(repo)
+    servicer = _our_answers()
     rows = []
     for b in (1, *batches):
-        captured.clear()
-        getattr(servicer, rpc if b == 1 else BATCH_FORMS[rpc])(request(rpc, b), _Context())
-        x = captured[-1]
+        rt, x = model_input(servicer, rpc, b)
+        run = rt.run
         times = []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
@@ -172,9 +169,15 @@ def run_suite(servers: list[str], rpcs: list[str], *, seconds: float, rounds: in
             started = time.monotonic()
             if server == "inprocess":
                 rows = [row for rpc in rpcs for row in measure_inprocess(rpc, seconds, batches)]
+            elif server in PEERS:
+                from . import peer
+
+                with peer.serving(rpcs, PEERS[server]) as target:
+                    rows = [row for rpc in rpcs for row in measure_rpc(peer.runner(target, rpc), rpc, seconds,
+                                                                       batches)]
             else:
                 with serving(server) as target:
-                    rows = [row for rpc in rpcs for row in measure_rpc(target, rpc, seconds, batches)]
+                    rows = [row for rpc in rpcs for row in measure_rpc(runner(target, rpc), rpc, seconds, batches)]
             for row in rows:
                 samples.setdefault((server, row["rpc"], row["batch"]), []).append(row)
             if progress:
@@ -276,11 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rpcs:
         if r not in RPCS:
             parser.error(f"--rpcs: unknown {r!r}, expected some of {list(RPCS)}")
-    rows = run_suite(servers, rpcs, seconds=args.seconds, rounds=args.rounds)
     if args.peers:
-        from . import peer
-
-        rows += peer.run_peers(rpcs, seconds=args.seconds, rounds=args.rounds)
+        servers += list(PEERS)
+    rows = run_suite(servers, rpcs, seconds=args.seconds, rounds=args.rounds)
     scan = workers_scan([int(n) for n in args.workers.split(",")], args.seconds) if args.workers else []
     result = {"cores": os.cpu_count(), "rows": [{k: v for k, v in r.items() if k != "errors"} for r in rows]}
     if scan:

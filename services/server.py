@@ -21,7 +21,6 @@ from grpc_reflection.v1alpha import reflection
 from dwcp_inference import MODEL_KINDS
 from dwcp_inference.api import admin_pb2, admin_pb2_grpc
 from dwcp_inference.api import inference_pb2 as pb
-from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from .admin import AdminServicer
 from .metrics import DriftCollector, Metrics
