@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from . import ghz
 from .floor_python import MODELS
-from .suite import _pinned, _port
+from .suite import _pinned, _port, stop
 
 HERE = Path(__file__).resolve().parent / "mlserver-peer"
 VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dwcp-inference" / "mlserver-venv"
@@ -83,11 +83,7 @@ def serving(rpcs: list[str], parallel_workers: int | None) -> Iterator[str]:
         _wait(target, rpcs[0], proc, root)
         yield target
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
 

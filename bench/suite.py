@@ -80,11 +80,16 @@ def serving(server: str, workers: int = 1) -> Iterator[str]:
         _wait_ready(target, proc)
         yield target
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (our servers drain), SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 120) -> None:

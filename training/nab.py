@@ -52,12 +52,17 @@ def windows_of(s: NabSeries, length: int) -> np.ndarray:
     return sliding_window_view(s.value, length)[START - length + 1:]
 
 
-def window_ids(s: NabSeries) -> np.ndarray:
-    """Per judged interval: the index of its labelled window, or -1."""
+def _ids(s: NabSeries) -> np.ndarray:
+    """Per interval: the index of its labelled window, or -1."""
     ids = np.full(len(s.value), -1)
     for k, (a, b) in enumerate(s.windows):
         ids[(s.timestamp >= a) & (s.timestamp <= b)] = k
-    return ids[START:]
+    return ids
+
+
+def window_ids(s: NabSeries) -> np.ndarray:
+    """Per judged interval: the index of its labelled window, or -1."""
+    return _ids(s)[START:]
 
 
 def score(series: list[NabSeries], flags: list[np.ndarray]) -> dict[str, float]:
@@ -123,10 +128,7 @@ def beats_rolling(rows: dict[str, dict[str, Any]], ours: str) -> list[str]:
 
 def _normal(s: NabSeries) -> np.ndarray:
     """Judged intervals whose last hour lies outside every window."""
-    ids = np.full(len(s.value), -1)
-    for k, (a, b) in enumerate(s.windows):
-        ids[(s.timestamp >= a) & (s.timestamp <= b)] = k
-    return sliding_window_view(ids < 0, HOUR).all(axis=1)[START - HOUR + 1:]
+    return sliding_window_view(_ids(s) < 0, HOUR).all(axis=1)[START - HOUR + 1:]
 
 
 def _provenance(series: list[NabSeries], source: str, seed: int) -> dict[str, Any]:
