@@ -8,6 +8,8 @@ from typing import Mapping
 import numpy as np
 
 
+from dwcp_inference.features import stack_columns
+
 from .runtime import ModelRuntime
 
 
@@ -52,8 +54,8 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[Bandw
             pred[name] = np.zeros(len(x)) if last is None else np.asarray(last, dtype=np.float64)[:, -1]
     d = rt.meta.decision
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
-    mean = bw.mean(axis=1)
-    cv = np.sqrt(np.maximum((bw * bw).mean(axis=1) - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
+    mean = np.add.reduce(bw, axis=1) / bw.shape[1]
+    cv = np.sqrt(np.maximum(np.add.reduce(bw * bw, axis=1) / bw.shape[1] - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
     base = 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0)
     confidence = np.clip(base / (1.0 + cv), 0.0, 1.0).tolist()
     horizon = float(d.get("interval_seconds", 300.0))
@@ -79,22 +81,27 @@ def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -
     d = rt.meta.decision
     scores = np.asarray(out[d["score_output"]], dtype=np.float64)
     scores = d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores)
-    names = list(d["normal"])
-    mean = np.array([d["normal"][n][0] for n in names])
-    std = np.array([d["normal"][n][1] for n in names])
-    index = {n: k for k, n in enumerate(rt.meta.feature_names)}
+    names, mean, std, index = rt.constants("anomaly", lambda: _normal_stats(rt))
     # A raw field's value, or (for a version judging a value against its history) the feature's value.
-    raw = np.stack([np.asarray(columns[n], dtype=np.float64) if n in columns and np.ndim(columns[n]) == 1
-                    else x[:, index[n]].astype(np.float64) for n in names], axis=-1)
+    raw = stack_columns([columns[n] if n in columns and np.ndim(columns[n]) == 1 else x[:, index[n]]
+                         for n in names])
     dev = (raw - mean) / std
+    order = np.argsort(-np.abs(dev), axis=1, kind="stable")[:, :top].tolist()
+    threshold, critical = float(d["threshold"]), float(d["critical_threshold"])
     answers = []
-    for i, s in enumerate(scores):
-        flagged = bool(s >= d["threshold"])
-        severity = "critical" if s >= d["critical_threshold"] else "warning" if flagged else "info"
-        order = np.argsort(-np.abs(dev[i]), kind="stable")[:top]
-        answers.append(AnomalyAnswer(flagged, float(s), float(d["threshold"]), severity,
-                                     [(names[k], float(raw[i, k]), float(mean[k]), float(dev[i, k])) for k in order]))
+    for s, row, r, dv in zip(scores.tolist(), order, raw.tolist(), dev.tolist()):
+        flagged = s >= threshold
+        severity = "critical" if s >= critical else "warning" if flagged else "info"
+        answers.append(AnomalyAnswer(flagged, s, threshold, severity,
+                                     [(names[k], r[k], float(mean[k]), dv[k]) for k in row]))
     return answers
+
+
+def _normal_stats(rt: ModelRuntime) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, int]]:
+    normal = rt.meta.decision["normal"]
+    names = list(normal)
+    return (names, np.array([normal[n][0] for n in names]), np.array([normal[n][1] for n in names]),
+            {n: k for k, n in enumerate(rt.meta.feature_names)})
 
 
 def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[LatencyAnswer]:

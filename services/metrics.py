@@ -27,6 +27,15 @@ class Metrics:
             child = self._latency[key] = self.latency.labels(rpc, model, version)
         return child
 
+    def forget_version(self, model: str, version: str) -> None:
+        """Drop an unloaded version's latency series."""
+        for key in [k for k in list(self._latency) if k[1:] == (model, version)]:
+            self._latency.pop(key, None)
+            try:
+                self.latency.remove(*key)
+            except KeyError:
+                pass
+
     def requests_of(self, rpc: str, code: Any) -> Any:
         key = (rpc, code)
         child = self._requests.get(key)

@@ -151,8 +151,24 @@ class OutcomeTracker:
         self.metrics.outcomes.labels(model, version).inc()
         return model, version
 
+    def forget(self, model: str, version: str) -> None:
+        """A version was unloaded: drop its live figures and their metric series (a server that swaps versions
+        for months must not keep every version's)."""
+        with self._lock:
+            t = self._tallies.pop((model, version), None)
+        for metric in (t.figures if t else {}):
+            _remove(self.metrics.live, model, version, metric)
+        _remove(self.metrics.outcomes, model, version)
+
     def live(self, model: str, version: str) -> tuple[dict[str, float], int]:
         """The version's live accuracy figures and how many outcomes they rest on."""
         with self._lock:
             t = self._tallies.get((model, version))
             return (dict(t.figures), t.count) if t else ({}, 0)
+
+
+def _remove(metric, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:  # never reported
+        pass

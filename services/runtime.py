@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -64,6 +64,7 @@ class ModelRuntime:
     batcher: MicroBatcher | None = None  # set by the repository when micro-batching is on
 
     def __post_init__(self) -> None:
+        self._constants: dict[str, Any] = {}
         self.drift = DriftMeter(self.meta)
         self.pipeline = features.Pipeline(self.meta.raw_fields, self.meta.features, self.meta.targets)
 
@@ -129,6 +130,13 @@ class ModelRuntime:
                 if not err <= self.meta.tolerance:
                     raise VersionRefused(f"test vector {i}: output {name} differs by {err:.3g} "
                                          f"(tolerance {self.meta.tolerance:g})")
+
+    def constants(self, key: str, make: Callable[[], Any]) -> Any:
+        """Values a decision rule derives from the metadata, made on first use (a version never changes)."""
+        value = self._constants.get(key)
+        if value is None:
+            value = self._constants[key] = make()
+        return value
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         names = [o.name for o in self.meta.outputs]

@@ -157,8 +157,15 @@ def _parse(cls: Any) -> Any:
 
 def start(settings: Settings) -> Running:
     metrics = Metrics()
-    repo = Repository(settings.resolved_repository(), settings.session_threads,
-                      listener=lambda model, version, event: metrics.loads.labels(model, event).inc(),
+    outcomes = OutcomeTracker(metrics, settings.outcome_capacity)
+
+    def on_version(model: str, version: str, event: str) -> None:
+        metrics.loads.labels(model, event).inc()
+        if event == "unloaded":
+            outcomes.forget(model, version)
+            metrics.forget_version(model, version)
+
+    repo = Repository(settings.resolved_repository(), settings.session_threads, listener=on_version,
                       batching=BatchPolicy(settings.batch_max_rows, settings.batch_max_wait_us,
                                            metrics.observe_batch))
     repo.load_all()
@@ -169,7 +176,6 @@ def start(settings: Settings) -> Running:
     # Beyond max_concurrent_rpcs (running plus queued for a worker thread) calls get RESOURCE_EXHAUSTED at once.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
                          options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
-    outcomes = OutcomeTracker(metrics, settings.outcome_capacity)
     server.add_generic_rpc_handlers((lenient_handlers(
         InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)),))
     health_servicer = health.HealthServicer()

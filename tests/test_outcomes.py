@@ -65,3 +65,18 @@ def test_memory_stays_put_once_the_store_is_full():
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert grown < 200_000, f"{grown} bytes more after 100,000 predictions"
+
+
+def test_an_unloaded_version_leaves_no_figures_or_series_behind():
+    metrics = Metrics()
+    t = OutcomeTracker(metrics, capacity=8)
+    t.report(t.remember("bandwidth_predictor", "4", 100.0), "actual_network", 90.0)
+    metrics.latency_of("PredictBandwidth", "bandwidth_predictor", "4").observe(0.001)
+
+    def series(version):
+        return [s for m in metrics.registry.collect() for s in m.samples if s.labels.get("version") == version]
+
+    assert series("4") and t.live("bandwidth_predictor", "4")[1] == 1
+    t.forget("bandwidth_predictor", "4")
+    metrics.forget_version("bandwidth_predictor", "4")
+    assert series("4") == [] and t.live("bandwidth_predictor", "4") == ({}, 0)
