@@ -3,6 +3,7 @@ server, and reading its JSON report."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ def ghz_binary() -> str:
     return str(candidate)
 
 
+@functools.cache
 def protoset() -> Path:
     """The API as a descriptor set (ghz's own .proto parser predates proto3 optional fields)."""
     from grpc_tools import protoc  # dev extra

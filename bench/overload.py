@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
-from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.bench import ghz
+from dwcp_inference.bench.requests import request as bench_request
+from dwcp_inference.bench.suite import free_port, stop, wait_ready
 
 
 def main() -> int:
@@ -25,20 +24,16 @@ def main() -> int:
     parser.add_argument("--max-concurrent-rpcs", type=int, default=None, help="the server's admission bound "
                         "(default: the server's default)")
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port",
                                str(port), "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0",
                                *(["--max-concurrent-rpcs", str(args.max_concurrent_rpcs)]
                                  if args.max_concurrent_rpcs else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
-    history = pb.LinkHistory(samples=[pb.NetworkSample(bandwidth_mbps=500 + i, latency_ms=20, packet_loss=0.001,
-                                                       jitter_ms=2, time_of_day=10, day_of_week=2) for i in range(24)])
-    request = pb.PredictBandwidthRequest(history=history)
+    request = bench_request("PredictBandwidth")
     try:
-        time.sleep(3)
+        wait_ready(target, server)
         ghz.run(target, "PredictBandwidth", request, concurrency=4, seconds=2)  # warm-up
         steps = {}
         steps["capacity (16 in flight)"] = ghz.run(target, "PredictBandwidth", request, concurrency=16,
@@ -49,8 +44,7 @@ def main() -> int:
         steps["recovery (16 in flight)"] = ghz.run(target, "PredictBandwidth", request, concurrency=16,
                                                    seconds=args.seconds)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     if args.json:
         print(json.dumps({"cores": os.cpu_count(), "steps": steps}, indent=1))
         return 0

@@ -5,6 +5,7 @@ bench/mlserver-peer/requirements.txt."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 
 from . import ghz
 from .floor_python import MODELS
-from .suite import _pinned, _port, stop
+from .suite import free_port, pinned, stop
 
 HERE = Path(__file__).resolve().parent / "mlserver-peer"
 VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dwcp-inference" / "mlserver-venv"
@@ -37,6 +38,7 @@ def venv() -> Path:
     return VENV
 
 
+@functools.cache
 def protoset() -> Path:
     """MLServer's gRPC API (dataplane.proto, from its generated module) as a descriptor set for ghz."""
     out = Path(tempfile.gettempdir()) / "mlserver-dataplane.protoset"
@@ -47,11 +49,18 @@ def protoset() -> Path:
     return out
 
 
+@functools.cache
+def _servicer() -> Any:
+    from .floor_python import _our_answers
+
+    return _our_answers()  # the bundled models, loaded once
+
+
 def infer_request(rpc: str, batch: int = 1) -> dict[str, Any]:
     """The V2 request carrying the features our server computes for the same request."""
-    from .floor_python import _our_answers, model_input
+    from .floor_python import model_input
 
-    rt, x = model_input(_our_answers(), rpc, batch)
+    rt, x = model_input(_servicer(), rpc, batch)
     return {"model_name": MODELS[rpc], "inputs": [{"name": rt.meta.inputs[0].name, "datatype": "FP32",
                                                    "shape": list(x.shape),
                                                    "contents": {"fp32_contents": x.ravel().tolist()}}]}
@@ -62,8 +71,8 @@ def serving(rpcs: list[str], parallel_workers: int | None) -> Iterator[str]:
     from dwcp_inference.services.settings import bundled_models
 
     root = Path(tempfile.mkdtemp(prefix="mlserver-"))
-    grpc_port = _port()
-    settings = {"grpc_port": grpc_port, "http_port": _port(), "metrics_port": _port(), "debug": False}
+    grpc_port = free_port()
+    settings = {"grpc_port": grpc_port, "http_port": free_port(), "metrics_port": free_port(), "debug": False}
     if parallel_workers is not None:
         settings["parallel_workers"] = parallel_workers
     (root / "settings.json").write_text(json.dumps(settings))
@@ -76,7 +85,7 @@ def serving(rpcs: list[str], parallel_workers: int | None) -> Iterator[str]:
         (d / "model-settings.json").write_text(json.dumps({
             "name": model, "implementation": "runtime.OnnxModel", "parameters": {"uri": str(d / "model.onnx")}}))
     log = open(root / "mlserver.log", "w")
-    proc = subprocess.Popen([*_pinned(0), str(venv() / "bin/mlserver"), "start", str(root)], cwd=root,
+    proc = subprocess.Popen([*pinned(0), str(venv() / "bin/mlserver"), "start", str(root)], cwd=root,
                             stdout=log, stderr=subprocess.STDOUT)
     target = f"127.0.0.1:{grpc_port}"
     try:
@@ -107,6 +116,6 @@ def runner(target: str, rpc: str) -> Any:
         if batch not in requests:
             requests[batch] = infer_request(rpc, batch)
         return ghz.run(target, "", requests[batch], concurrency=concurrency, seconds=seconds,
-                       extra=("--cpus", "1"), prefix=_pinned(1),
+                       extra=("--cpus", "1"), prefix=pinned(1),
                        call="inference.GRPCInferenceService/ModelInfer", protoset_path=protoset())
     return run

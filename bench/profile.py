@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import ghz
 from .requests import BATCH_FORMS, RPCS, request
-from .suite import _pinned, serving
+from .suite import pinned, serving
 
 # Stage of a sample: the innermost frame whose file matches, searched from the leaf outwards.
 STAGES = [
@@ -72,9 +72,9 @@ def profile(rpc: str, batch: int, seconds: float, concurrency: int) -> str:
     with serving("dwcp") as target:
         method, req = (rpc, request(rpc)) if batch == 1 else (BATCH_FORMS[rpc], request(rpc, batch))
         pid = _server_pid(target)
-        ghz.run(target, method, req, concurrency=4, seconds=1, prefix=_pinned(1))
+        ghz.run(target, method, req, concurrency=4, seconds=1, prefix=pinned(1))
         load = threading.Thread(target=ghz.run, args=(target, method, req),
-                                kwargs={"concurrency": concurrency, "seconds": seconds + 2, "prefix": _pinned(1),
+                                kwargs={"concurrency": concurrency, "seconds": seconds + 2, "prefix": pinned(1),
                                         "extra": ("--cpus", "1")})
         load.start()
         subprocess.run([pyspy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",

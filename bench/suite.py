@@ -37,13 +37,13 @@ PEERS = {"mlserver-default": None, "mlserver-pw0": 0}  # MLServer's parallel_wor
 FIELDS = ("p50_us", "p99_us", "qps_c16", "qps_c64", "decisions_per_s")
 
 
-def _port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _pinned(core: int) -> tuple[str, ...]:
+def pinned(core: int) -> tuple[str, ...]:
     return ("taskset", "-c", str(core)) if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else ()
 
 
@@ -60,9 +60,9 @@ def floor_go_binary() -> Path:
 @contextmanager
 def serving(server: str, workers: int = 1) -> Iterator[str]:
     """Start one server, wait until it answers, yield its address; stop it afterwards."""
-    port = _port()
+    port = free_port()
     env = dict(os.environ)
-    pin = _pinned(0) if workers == 1 else ()
+    pin = pinned(0) if workers == 1 else ()
     if server == "dwcp":
         # Admit every call ghz keeps in flight (the default bound, 32, would shed some at 64 in flight).
         cmd = [sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -77,7 +77,7 @@ def serving(server: str, workers: int = 1) -> Iterator[str]:
     proc = subprocess.Popen([*pin, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     target = f"127.0.0.1:{port}"
     try:
-        _wait_ready(target, proc)
+        wait_ready(target, proc)
         yield target
     finally:
         stop(proc)
@@ -92,7 +92,7 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(target: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
@@ -116,7 +116,7 @@ def runner(target: str, rpc: str) -> Runner:
     def run(batch: int, concurrency: int, seconds: float) -> dict[str, Any]:
         method = rpc if batch == 1 else BATCH_FORMS[rpc]
         return ghz.run(target, method, request(rpc, batch), concurrency=concurrency, seconds=seconds,
-                       extra=("--cpus", "1"), prefix=_pinned(1))
+                       extra=("--cpus", "1"), prefix=pinned(1))
     return run
 
 

@@ -4,6 +4,7 @@ the metadata-driven features), on held-out data beside the baselines operators w
 from __future__ import annotations
 
 import json
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,15 @@ def _nab(rt: Any, series: list) -> dict[str, Any]:
     test = [s for s in series if s.name in held]
     if not test:
         raise DataError(f"none of the version's held-out files is in the data: {sorted(held)}")
-    decide = decisions.anomaly if rt.name == "reliability_detector" else decisions.high_latency
+    if rt.name == "reliability_detector":
+        decide, flagged = decisions.anomaly, attrgetter("is_anomaly")
+    else:
+        decide, flagged = decisions.high_latency, attrgetter("is_high_latency")
     flags = []
     for s in test:
         w = nab.windows_of(s, rt.meta.window)
         answers = [a for i in range(0, len(w), BATCH) for a in decide(rt, {nab.FIELD: w[i:i + BATCH]})]
-        flags.append(np.array([getattr(a, "is_anomaly", None) or getattr(a, "is_high_latency", False)
-                               for a in answers]))
+        flags.append(np.array([flagged(a) for a in answers]))
     ours = f"{rt.name} v{rt.version} (ours)"
     rows, report = nab.comparison(rt.name, test, ours, flags, "held-out files, through the served runtime")
     failures = nab.beats_rolling(rows, ours)

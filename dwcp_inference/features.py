@@ -274,14 +274,14 @@ def stack_columns(columns: list) -> np.ndarray:
 
 
 class Pipeline:
-    """validate_raw, transform and decode_targets for one model version, prepared once: the per-request work is a
-    few array operations over all fields at once instead of several per field. Same results as the functions
-    (tested); input with a bad value falls back to validate_raw for its message."""
+    """validate_raw and transform for one model version, prepared once: the per-request work is a few array
+    operations over all fields at once instead of several per field. Same results as the functions (tested);
+    input with a bad value falls back to validate_raw for its message."""
 
     _ELEMENTWISE = ("identity", "log", "log1p", "sin", "cos")
 
-    def __init__(self, raw_fields: list[RawField], features: list[Feature], targets: list[Target]):
-        self.raw_fields, self.features, self.targets = raw_fields, features, targets
+    def __init__(self, raw_fields: list[RawField], features: list[Feature]):
+        self.raw_fields, self.features = raw_fields, features
         self._numeric = [f for f in raw_fields if not f.vocabulary]
         self._labels = [f for f in raw_fields if f.vocabulary]
         self._lo = np.array([-np.inf if f.min is None else f.min for f in self._numeric])
@@ -294,10 +294,6 @@ class Pipeline:
         self._mean = np.array([f.mean for f in self._numbers])
         self._std = np.array([f.std for f in self._numbers])
         self._one_hot = any(f.transform == "one_hot" for f in features)
-        self._t_mean = np.array([t.mean for t in targets])
-        self._t_std = np.array([t.std for t in targets])
-        self._t_lo = np.array([-np.inf if t.min is None else t.min for t in targets])
-        self._t_hi = np.array([np.inf if t.max is None else t.max for t in targets])
 
     def validate(self, columns: Columns) -> None:
         try:
@@ -339,15 +335,6 @@ class Pipeline:
                 k += 1
         return np.concatenate(parts, axis=-1).astype(np.float32)
 
-    def decode(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
-        y = outputs[:, :len(self.targets)].astype(np.float64) * self._t_std + self._t_mean
-        for i, t in enumerate(self.targets):
-            if t.transform == "log1p":
-                y[:, i] = np.expm1(y[:, i])
-            elif t.transform == "log":
-                y[:, i] = np.exp(y[:, i])
-        y = np.clip(y, self._t_lo, self._t_hi)
-        return {t.name: y[:, i] for i, t in enumerate(self.targets)}
 
 
 # ------------------------------------------------------------------ payload traits (compression selector)

@@ -133,18 +133,11 @@ def nodes(metrics: Sequence[pb.NodeMetrics], single: bool, histories: Sequence[p
     sent beside it, then the current one, as [B, W] columns."""
     numbers, _ = _fields(raw_fields, NODE_FIELDS)
     if window <= 1:
-        def where(i: int) -> str:
+        def where(i: int, j: int = 0) -> str:
             return "metrics" if single else f"metrics[{i}]"
-        plain = [f for f in numbers if not f.startswith(CUSTOM)]
-        cols = {}
-        if plain:
-            values = np.array([attrgetter(*plain)(m) for m in metrics], dtype=np.float64).reshape(len(metrics), -1)
-            cols = {f: values[:, k] for k, f in enumerate(plain)}
-        for f in numbers:
-            if f.startswith(CUSTOM):
-                cols[f] = np.array([_value(m, f, lambda i=i: where(i)) for i, m in enumerate(metrics)],
-                                   dtype=np.float64)
-        return Batch(cols, lambda e: f"{where(e.index[0])}.{_named(e.field)}")
+
+        cols, _ = _windows([[m] for m in metrics], 1, numbers, (), where, max_window)
+        return Batch({f: c[:, 0] for f, c in cols.items()}, lambda e: f"{where(e.index[0])}.{_named(e.field)}")
     if not single and len(histories) != len(metrics):
         raise InvalidInput(f"histories: this model version judges each item against its history: expected "
                            f"{len(metrics)} (one per item of metrics), got {len(histories)}")

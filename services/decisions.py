@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 
-from dwcp_inference.features import stack_columns
+from dwcp_inference.features import decode_targets, stack_columns
 
 from .runtime import ModelRuntime
 
@@ -47,7 +47,7 @@ class LatencyAnswer:
 
 def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[BandwidthAnswer]:
     x, out = rt.infer(columns)
-    pred = rt.pipeline.decode(next(iter(out.values())))
+    pred = decode_targets(rt.meta.targets, next(iter(out.values())))
     for name in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"):  # a model may predict fewer:
         if name not in pred:                                                   # those keep their last value
             last = columns.get(name)

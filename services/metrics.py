@@ -12,41 +12,8 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
 
 
 class Metrics:
-    def observe_batch(self, model: str, rows: int, queued_seconds: float) -> None:
-        children = self._batching.get(model)
-        if children is None:
-            children = self._batching[model] = (self.session_rows.labels(model), self.batch_queue.labels(model))
-        children[0].observe(rows)
-        children[1].observe(queued_seconds)
-
-    # Labelled children, looked up once: `labels()` takes a lock and builds a key on every call.
-    def latency_of(self, rpc: str, model: str, version: str) -> Any:
-        key = (rpc, model, version)
-        child = self._latency.get(key)
-        if child is None:
-            child = self._latency[key] = self.latency.labels(rpc, model, version)
-        return child
-
-    def forget_version(self, model: str, version: str) -> None:
-        """Drop an unloaded version's latency series."""
-        for key in [k for k in list(self._latency) if k[1:] == (model, version)]:
-            self._latency.pop(key, None)
-            try:
-                self.latency.remove(*key)
-            except KeyError:
-                pass
-
-    def requests_of(self, rpc: str, code: Any) -> Any:
-        key = (rpc, code)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(rpc, code.name)
-        return child
-
     def __init__(self) -> None:
-        self._latency: dict[tuple, Any] = {}
-        self._requests: dict[tuple, Any] = {}
-        self._batching: dict[str, tuple[Any, Any]] = {}
+        self._children: dict[tuple, Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram("dwcp_inference_request_duration_seconds",
@@ -80,6 +47,27 @@ class Metrics:
                           "Accuracy from reported outcomes (mape in percent for bandwidth; accuracy and "
                           "regret_pct for the selector; precision and recall for the detectors), per model version.",
                           ["model", "version", "metric"], registry=r)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, looked up once: `labels()` takes a lock and builds a key on every call."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_batch(self, model: str, rows: int, queued_seconds: float) -> None:
+        self.child(self.session_rows, model).observe(rows)
+        self.child(self.batch_queue, model).observe(queued_seconds)
+
+    def forget_version(self, model: str, version: str) -> None:
+        """Drop an unloaded version's latency series."""
+        for key in [k for k in list(self._children) if k[0] is self.latency and k[1][1:] == (model, version)]:
+            self._children.pop(key, None)
+            try:
+                self.latency.remove(*key[1])
+            except KeyError:
+                pass
 
     def serve(self, port: int, addr: str = "0.0.0.0"):
         return start_http_server(port, addr=addr, registry=self.registry)

@@ -46,9 +46,6 @@ class _PredictionStore:
         self._intern_index: dict[Any, int] = {}
         self._next = 0
 
-    def put(self, model: str, version: str, prediction: Any) -> str:
-        return self._put_slot(*self._key_value(model, version, prediction), secrets.randbits(64) | 1)
-
     def _key_value(self, model: str, version: str, prediction: Any) -> tuple[int, Any]:
         interned = isinstance(prediction, (bool, tuple))  # verdicts and (codec, level) choices; else a number
         if interned:
@@ -64,14 +61,15 @@ class _PredictionStore:
             self._keys.append((model, version, interned))
         return key, value
 
-    def _put_slot(self, key: int, value: Any, nonce: int) -> str:
-        slot = self._next
-        self._next = (slot + 1) % self.capacity
-        self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
-        return f"{nonce:016x}{slot:x}"
-
-    def put_many(self, model: str, version: str, predictions: list, nonces: list[int]) -> list[str]:
-        return [self._put_slot(*self._key_value(model, version, p), n) for p, n in zip(predictions, nonces)]
+    def put(self, model: str, version: str, predictions: list, nonces: list[int]) -> list[str]:
+        ids = []
+        for prediction, nonce in zip(predictions, nonces):
+            key, value = self._key_value(model, version, prediction)
+            slot = self._next
+            self._next = (slot + 1) % self.capacity
+            self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
+            ids.append(f"{nonce:016x}{slot:x}")
+        return ids
 
     def take(self, prediction_id: str) -> tuple[str, str, Any, int, int] | None:
         """The remembered prediction, removed; None if the id is malformed, unknown or already taken."""
@@ -102,14 +100,13 @@ class OutcomeTracker:
         self._tallies: dict[tuple[str, str], _Tally] = {}
 
     def remember(self, model: str, version: str, prediction: Any) -> str:
-        with self._lock:
-            return self._store.put(model, version, prediction)
+        return self.remember_many(model, version, [prediction])[0]
 
     def remember_many(self, model: str, version: str, predictions: list) -> list[str]:
         # Random bits come from a system call: made before the lock is taken, not while others wait for it.
         nonces = (np.frombuffer(secrets.token_bytes(8 * len(predictions)), np.uint64) | np.uint64(1)).tolist()
         with self._lock:
-            return self._store.put_many(model, version, predictions, nonces)
+            return self._store.put(model, version, predictions, nonces)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
         """Match an outcome to its prediction and update that version's live accuracy."""

@@ -66,7 +66,7 @@ class ModelRuntime:
     def __post_init__(self) -> None:
         self._constants: dict[str, Any] = {}
         self.drift = DriftMeter(self.meta)
-        self.pipeline = features.Pipeline(self.meta.raw_fields, self.meta.features, self.meta.targets)
+        self.pipeline = features.Pipeline(self.meta.raw_fields, self.meta.features)
 
     @property
     def name(self) -> str:

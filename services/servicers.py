@@ -49,7 +49,7 @@ def rpc(method: Callable) -> Callable:
                 raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
             response = method(self, request, context)
             if hasattr(response, "model") and response.model.name:
-                self.metrics.latency_of(name, response.model.name, response.model.version).observe(
+                self.metrics.child(self.metrics.latency, name, response.model.name, response.model.version).observe(
                     time.perf_counter() - start)
             return response
         except InferenceError as e:
@@ -60,7 +60,7 @@ def rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.INTERNAL
             context.abort(code, f"{name}: internal error, see the server log")
         finally:
-            self.metrics.requests_of(name, code).inc()
+            self.metrics.child(self.metrics.requests, name, code.name).inc()
 
     return wrapper
 

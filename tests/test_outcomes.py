@@ -71,7 +71,7 @@ def test_an_unloaded_version_leaves_no_figures_or_series_behind():
     metrics = Metrics()
     t = OutcomeTracker(metrics, capacity=8)
     t.report(t.remember("bandwidth_predictor", "4", 100.0), "actual_network", 90.0)
-    metrics.latency_of("PredictBandwidth", "bandwidth_predictor", "4").observe(0.001)
+    metrics.child(metrics.latency, "PredictBandwidth", "bandwidth_predictor", "4").observe(0.001)
 
     def series(version):
         return [s for m in metrics.registry.collect() for s in m.samples if s.labels.get("version") == version]
