@@ -60,3 +60,10 @@ def test_every_benchmark_request_is_valid(rpc):
     ours = _our_answers()
     assert getattr(ours, rpc)(request(rpc), _Context()).model.name
     assert getattr(ours, BATCH_FORMS[rpc])(request(rpc, 3), _Context()).model.name
+
+
+def test_stages_time_each_part_of_the_servicer():
+    from dwcp_inference.bench import stages
+
+    s = stages.stages("DetectAnomaly", 1, calls=20)
+    assert set(s) == {"servicer", "validation, features, model", "model"} and all(v > 0 for v in s.values())
