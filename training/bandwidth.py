@@ -155,12 +155,15 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
     best = min((k for k in rows if k != "lstm (ours)"), key=lambda k: rows[k]["mape_pct"])
     failures = [] if rows["lstm (ours)"]["mape_pct"] < rows[best]["mape_pct"] else [
         f"MAPE {rows['lstm (ours)']['mape_pct']:.2f}% does not beat {best}'s {rows[best]['mape_pct']:.2f}%"]
-    meta.metrics["gate"] = gate(NAME, failures, force)
-    version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
+    # The first 2000 held-out intervals (of the first link) for the plot, with every baseline's guess.
+    guesses = bandwidth_baselines(wins["bandwidth_mbps"][test_rows[:2000]])
     curves = {"actual": nxt["bandwidth_mbps"][test_rows][:2000].tolist(),
-              "predicted": test_pred["bandwidth_mbps"][:2000].tolist()}
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
-            "curves": curves}
+              "predicted": test_pred["bandwidth_mbps"][:2000].tolist(),
+              "baselines": {k: v.tolist() for k, v in guesses.items()}}
+    result = {"model": NAME, "test": rows, "report": report, "curves": curves}
+    meta.metrics["gate"] = gate(NAME, failures, force, result)
+    version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(), reference)
+    return {**result, "version": meta.version, "path": str(version_dir)}
 
 
 def bandwidth_table(nxt: dict[str, np.ndarray], wins: dict[str, np.ndarray], pred: dict[str, np.ndarray],

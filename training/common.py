@@ -61,12 +61,17 @@ def take(columns: Mapping[str, np.ndarray], idx: Any) -> dict[str, np.ndarray]:
 
 
 class GateError(RuntimeError):
-    """A trained model missed its targets or lost to a baseline; it is not published unless forced."""
+    """A trained model missed its targets or lost to a baseline; it is not published unless forced. `result`
+    holds what the job measured (held-out table, curves), so the report can still show the model."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = {**(result or {}), "held_back": message} if result is not None else None
 
 
-def gate(name: str, failures: list[str], force: bool) -> dict[str, Any]:
-    """The promotion gate: raise GateError listing `failures` unless there are none or the operator forces it.
-    Returns the record kept in the metadata."""
+def gate(name: str, failures: list[str], force: bool, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The promotion gate: raise GateError listing `failures` (and carrying the job's `result`) unless there are
+    none or the operator forces it. Returns the record kept in the metadata."""
     if failures and not force:
-        raise GateError(f"{name} not published: " + "; ".join(failures) + " (--force publishes it anyway)")
+        raise GateError(f"{name} not published: " + "; ".join(failures) + " (--force publishes it anyway)", result)
     return {"passed": not failures, "forced": bool(failures) and force, "failures": failures}

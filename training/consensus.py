@@ -117,8 +117,9 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
         (f"accuracy {ours['accuracy']:.3f} < {TARGET_ACCURACY}", ours["accuracy"] < TARGET_ACCURACY),
         (f"accuracy does not beat the static threshold's {static['accuracy']:.3f}",
          ours["accuracy"] <= static["accuracy"])) if bad]
-    meta.metrics["gate"] = gate(NAME, failures, force)
+    result = {"model": NAME, "test": rows, "report": report,
+              "curves": {"scores": scores[te].tolist(), "labels": y[te].tolist(), "threshold": threshold}}
+    meta.metrics["gate"] = gate(NAME, failures, force, result)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out.numpy(),
                                   {"score": score.numpy(), "feature_errors": errors.numpy()})
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
-            "curves": {"scores": scores[te].tolist(), "labels": y[te].tolist(), "threshold": threshold}}
+    return {**result, "version": meta.version, "path": str(version_dir)}

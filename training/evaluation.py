@@ -75,10 +75,15 @@ def best_accuracy_threshold(scores: np.ndarray, y: np.ndarray) -> float:
 
 def table(title: str, rows: Mapping[str, Mapping[str, float]], columns: list[str]) -> str:
     """A Markdown table: one row per model or baseline."""
-    out = [f"### {title}", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    out = [f"### {title}", "", "| | " + " | ".join(map(cell, columns)) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, vals in rows.items():
-        out.append(f"| {name} | " + " | ".join(_fmt(vals.get(c)) for c in columns) + " |")
+        out.append(f"| {cell(name)} | " + " | ".join(cell(_fmt(vals.get(c))) for c in columns) + " |")
     return "\n".join(out)
+
+
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: a bare | would end the cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _fmt(v: float | str | None) -> str:

@@ -9,8 +9,10 @@ from typing import Any, Callable
 import numpy as np
 
 from . import bandwidth, compression, consensus, nab, reliability
+from .common import GateError
 from .data import generators, real
 from .data.csv_schema import DataError, load_csv
+from .progress import log, seconds
 
 MODELS = ("bandwidth", "compression", "reliability", "consensus")
 NAMES = {"bandwidth": bandwidth.NAME, "compression": compression.NAME, "reliability": reliability.NAME,
@@ -71,44 +73,49 @@ def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", in
     """Train one model on `data` (in `fmt`) or on generated data, export and publish it."""
     started = time.monotonic()
     extra: dict[str, Any] = {}
+    source = f"{fmt}:{Path(data).name}" if data is not None else f"generator:{model}:{size}"
+    log(f"[{NAMES[model]}] preparing data from {source}")
     if data is not None:
         columns, extra = load(model, data, fmt, interval_ms)
-        source = f"{fmt}:{Path(data).name}"
     else:
         columns = generate(model, seed, size)
-        source = f"generator:{model}:{size}"
-    print(f"[{NAMES[model]}] training on {source}", flush=True)
+    log(f"[{NAMES[model]}] data ready in {seconds(time.monotonic() - started)}; training")
     if checkpoint_dir is not None and model != "reliability":  # the best weights so far, saved each epoch
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         extra["checkpoint_dir"] = checkpoint_dir
-    if fmt == "nab":  # its own jobs: a series judged against its own history (training/nab.py)
-        sizes = {"epochs": 6} if size == "quick" and model == "consensus" else {}
-        result = nab.JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
-                                 **{**sizes, **extra, **(params or {})})
-    else:
-        result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force,
-                             **{**SIZES[size][model][1], **extra, **(params or {})})
+    # quiet: the caller prints each held-out table once, after every job has finished.
+    try:
+        if fmt == "nab":  # its own jobs: a series judged against its own history (training/nab.py)
+            sizes = {"epochs": 6} if size == "quick" and model == "consensus" else {}
+            result = nab.JOBS[model](columns, Path(out), source=source, seed=seed, force=force, quiet=True,
+                                     **{**sizes, **extra, **(params or {})})
+        else:
+            result = JOBS[model](columns, Path(out), source=source, seed=seed, force=force, quiet=True,
+                                 **{**SIZES[size][model][1], **extra, **(params or {})})
+    except GateError as e:
+        if e.result is not None:
+            e.result["seconds"] = round(time.monotonic() - started, 1)
+        log(f"[{NAMES[model]}] held back after {seconds(time.monotonic() - started)}: {e}")
+        raise
     result["seconds"] = round(time.monotonic() - started, 1)
-    print(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
-          f"in {result['seconds']}s", flush=True)
+    log(f"[{NAMES[model]}] published version {result['version']} at {result['path']} "
+        f"in {seconds(result['seconds'])}")
     return result
 
 
 def _worker(model: str, kwargs: dict[str, Any], threads: int) -> dict[str, Any]:
     import torch
 
-    from .common import GateError
-
     torch.set_num_threads(threads)
     try:
         return run(model, **kwargs)
     except GateError as e:
-        return {"model": NAMES[model], "gate_failed": str(e)}
+        return {"model": NAMES[model], "gate_failed": str(e), "result": e.result}
 
 
 def run_all(models: tuple[str, ...], out: Path, *, workers: int = 1, **kwargs: Any) -> tuple[list[dict], dict]:
-    """Train several models, `workers` at a time in separate processes. Returns (published results, the models
-    the promotion gate held back with why)."""
+    """Train several models, `workers` at a time in separate processes. Returns (the results of every job, the
+    held-back ones too, marked `held_back` with why; {model the promotion gate held back: why})."""
     import concurrent.futures as cf
     import multiprocessing
     import os
@@ -121,6 +128,8 @@ def run_all(models: tuple[str, ...], out: Path, *, workers: int = 1, **kwargs: A
             r = f.result()
             if "gate_failed" in r:
                 held[r["model"]] = r["gate_failed"]
+                if r["result"] is not None:
+                    results.append(r["result"])
             else:
                 results.append(r)
     return results, held

@@ -1,5 +1,6 @@
 """One training loop for the torch models: mini-batches, a learning-rate schedule, early stopping on validation
-loss, the best weights kept (and checkpointed when asked), one progress line per epoch."""
+loss, the best weights kept (and checkpointed when asked), one progress line per epoch with its time and an ETA
+(and a bar over the epoch's batches on a terminal)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .progress import Eta, bar, log, seconds
 
 LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
 
@@ -24,11 +27,13 @@ def fit(model: nn.Module, loss_fn: LossFn, train: tuple[torch.Tensor, ...], val:
     best, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
     n = train[0].shape[0]
     started = time.monotonic()
+    eta = Eta(epochs)
     epoch = 0
     for epoch in range(1, epochs + 1):
         model.train()
         total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(batch_size):
+        batches = torch.randperm(n, generator=gen).split(batch_size)
+        for idx in bar(batches, total=len(batches), desc=f"[{name}] epoch {epoch}/{epochs}", unit="batch"):
             opt.zero_grad()
             loss = loss_fn(model, tuple(t[idx] for t in train))
             loss.backward()
@@ -38,8 +43,11 @@ def fit(model: nn.Module, loss_fn: LossFn, train: tuple[torch.Tensor, ...], val:
         val_loss = evaluate(model, loss_fn, val)
         sched.step(val_loss)
         improved = val_loss < best - 1e-6
-        print(f"[{name}] epoch {epoch:3d}/{epochs}  train {total / n:.5f}  val {val_loss:.5f}  "
-              f"lr {opt.param_groups[0]['lr']:.1e}{'  *' if improved else ''}", flush=True)
+        took, left = eta.step()
+        # The ETA assumes every epoch runs: early stopping can only make it shorter.
+        log(f"[{name}] epoch {epoch:3d}/{epochs}  train {total / n:.5f}  val {val_loss:.5f}  "
+            f"lr {opt.param_groups[0]['lr']:.1e}  {seconds(took)}/epoch  eta {seconds(left)}"
+            f"{'  *' if improved else ''}")
         if improved:
             best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
             if checkpoint is not None:
@@ -47,7 +55,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train: tuple[torch.Tensor, ...], val:
         else:
             stale += 1
             if stale >= patience:
-                print(f"[{name}] early stop: no improvement in {patience} epochs", flush=True)
+                log(f"[{name}] early stop: no improvement in {patience} epochs")
                 break
     model.load_state_dict(best_state)
     model.eval()

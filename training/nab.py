@@ -186,12 +186,13 @@ def train_reliability(series: list[NabSeries], out: Path, *, source: str, seed: 
                  "targets": {"goal": "window recall above the rolling z-score's at equal or fewer false alarms",
                              "met": not failures}},
         training=_provenance(train, source, seed), tolerance=1e-4)
-    meta.metrics["gate"] = gate(name, failures, force)
+    result = {"model": name, "test": rows, "report": report}
+    meta.metrics["gate"] = gate(name, failures, force, result)
     held_out = np.concatenate(x_test)[:512]
     version_dir = publish.publish(out, meta, onnx_export.from_sklearn(est, held_out.shape[1]), held_out,
                                   {"label": est.predict(held_out), "scores": est.decision_function(held_out)},
                                   exact=["label"])
-    return {"model": name, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    return {**result, "version": meta.version, "path": str(version_dir)}
 
 
 def train_consensus(series: list[NabSeries], out: Path, *, source: str, seed: int = 0, epochs: int = 30,
@@ -249,13 +250,14 @@ def train_consensus(series: list[NabSeries], out: Path, *, source: str, seed: in
                  "targets": {"goal": "window recall above the rolling z-score's at equal or fewer false alarms",
                              "met": not failures}},
         training=_provenance(train, source, seed), tolerance=1e-4)
-    meta.metrics["gate"] = gate(name, failures, force)
+    result = {"model": name, "test": rows, "report": report}
+    meta.metrics["gate"] = gate(name, failures, force, result)
     held_out = torch.cat(x_test)[:512]
     score_t, errors = predict(scorer, held_out)
     version_dir = publish.publish(out, meta, onnx_export.from_torch(scorer, held_out[:2], "window",
                                                                     ["score", "feature_errors"]),
                                   held_out.numpy(), {"score": score_t.numpy(), "feature_errors": errors.numpy()})
-    return {"model": name, "version": meta.version, "path": str(version_dir), "test": rows, "report": report}
+    return {**result, "version": meta.version, "path": str(version_dir)}
 
 
 JOBS: dict[str, Callable[..., dict[str, Any]]] = {"reliability": train_reliability, "consensus": train_consensus}

@@ -106,8 +106,9 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
         (f"false-positive rate {served['fpr']:.3f} > {TARGET_FPR}", served["fpr"] > TARGET_FPR),
         (f"F1 {served['f1']:.3f} does not beat the static threshold's {static['f1']:.3f}",
          served["f1"] <= static["f1"])) if bad]
-    meta.metrics["gate"] = gate(NAME, failures, force)
+    result = {"model": NAME, "test": rows, "report": report,
+              "curves": {"scores": _scores(chosen, est, x[te]).tolist(), "labels": y[te].tolist(),
+                         "threshold": threshold}}
+    meta.metrics["gate"] = gate(NAME, failures, force, result)
     version_dir = publish.publish(out, meta, onnx_bytes, held_out, reference, exact=["label"])
-    return {"model": NAME, "version": meta.version, "path": str(version_dir), "test": rows, "report": report,
-            "curves": {"scores": _scores(chosen, est, x[te]).tolist(), "labels": y[te].tolist(),
-                       "threshold": threshold}}
+    return {**result, "version": meta.version, "path": str(version_dir)}

@@ -6,11 +6,13 @@ them and publishes the result (through the promotion gate)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from . import jobs
 from .data.csv_schema import DataError
+from .progress import Eta, log, seconds
 
 
 def space(model: str, trial: Any) -> dict[str, Any]:
@@ -28,12 +30,14 @@ def tune(model: str, *, trials: int, storage: str, study: str = "", data: Path |
     if fmt == "nab":
         raise DataError("tune: the NAB jobs have no validation split to judge trials on (a few labelled windows, "
                         "all needed for training or the held-out files); tune on csv or generated data")
+    source = f"{fmt}:{Path(data).name}" if data is not None else f"generator:{model}:{size}"
+    started = time.monotonic()
+    log(f"[tune {model}] preparing data from {source}")
     if data is not None:
         columns, extra = jobs.load(model, data, fmt, interval_ms)
-        source = f"{fmt}:{Path(data).name}"
     else:
         columns, extra = jobs.generate(model, seed, size), {}
-        source = f"generator:{model}:{size}"
+    log(f"[tune {model}] data ready in {seconds(time.monotonic() - started)}; {trials} trials")
     base = {**jobs.SIZES[size][model][1], **extra}
     job = jobs.JOBS[model]
 
@@ -45,7 +49,15 @@ def tune(model: str, *, trials: int, storage: str, study: str = "", data: Path |
     name = study or f"dwcp-{model}"
     s = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
                             sampler=optuna.samplers.TPESampler(seed=seed))
-    s.optimize(objective, n_trials=trials)
+    eta = Eta(trials)
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        took, left = eta.step()
+        value = "failed" if trial.value is None else f"{trial.value:.5g}"
+        log(f"[tune {model}] trial {eta.done}/{trials}  objective {value}  best {study.best_value:.5g}  "
+            f"{seconds(took)}/trial  eta {seconds(left)}")
+
+    s.optimize(objective, n_trials=trials, callbacks=[progress])
     print(f"[tune {model}] study {name}: {len(s.trials)} trials, best validation objective {s.best_value:.5g} "
           f"with {s.best_params}", flush=True)
     return {"study": name, "best_value": s.best_value, "best_params": s.best_params, "params": {**base, **s.best_params},

@@ -8,11 +8,18 @@ effective transfer time of a payload of S bytes at ratio r over a link is
 
 where goodput is the link's throughput, capped by TCP's loss-limited rate (Mathis et al.) at its RTT and loss.
 The label is the choice with the least time.
+
+A real payload corpus (--format payloads) is timed instead: CPU time of each codec on each chunk, the least of
+several runs, measured once per file and kept in a cache keyed by the file's sha256 (measure_files), so the
+labels do not move with the machine's load and `train` and `evaluate` see the same ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -93,7 +100,10 @@ def synthetic_chunks(count: int = 160, seed: int = 0) -> list[bytes]:
 
 def chunk_ratios(chunks: list[bytes]) -> np.ndarray:
     """[chunks, codecs] compressed/original size, measured by compressing."""
-    return np.array([[compressed_size(c, codec) / len(c) for codec in CODECS] for c in chunks])
+    from ..progress import bar
+
+    return np.array([[compressed_size(c, codec) / len(c) for codec in CODECS]
+                     for c in bar(chunks, total=len(chunks), desc="compressing chunks", unit="chunk")])
 
 
 def goodput_mbps(throughput_mbps: np.ndarray, rtt_ms: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -119,36 +129,99 @@ def random_links(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return out
 
 
-def measure(chunks: list[bytes], repeats: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+TIMING_REPEATS = 5
+
+
+def measure(chunks: list[bytes], repeats: int = TIMING_REPEATS, desc: str = "timing codecs"
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Really compress and decompress every chunk with every codec on this machine: [chunks, codecs] of
-    compressed/original size, compression seconds and decompression seconds (best of `repeats`)."""
+    compressed/original size, compression seconds and decompression seconds.
+
+    Times are CPU seconds of this thread (time.thread_time), the least of `repeats` runs: wall-clock time moves
+    with whatever else the machine runs, so labels made from it would change between training and evaluation."""
     import time
 
     import lz4.frame
     import zstandard
 
+    from ..progress import bar
+
     ratios = np.ones((len(chunks), len(CODECS)))
     comp = np.zeros_like(ratios)
     decomp = np.zeros_like(ratios)
-    for j, codec in enumerate(CODECS):
-        if codec.name == "none":
-            continue
+    coders = []
+    for codec in CODECS:
         if codec.name == "lz4":
-            enc, dec = lz4.frame.compress, lz4.frame.decompress
+            coders.append((lz4.frame.compress, lz4.frame.decompress))
+        elif codec.name == "zstd":
+            coders.append((zstandard.ZstdCompressor(level=codec.level).compress,
+                           zstandard.ZstdDecompressor().decompress))
         else:
-            enc = zstandard.ZstdCompressor(level=codec.level).compress
-            dec = zstandard.ZstdDecompressor().decompress
-        for i, chunk in enumerate(chunks):
+            coders.append(None)
+    for i, chunk in enumerate(bar(chunks, total=len(chunks), desc=desc, unit="chunk")):
+        for j, coder in enumerate(coders):
+            if coder is None:
+                continue
+            enc, dec = coder
             best_c = best_d = float("inf")
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 packed = enc(chunk)
-                t1 = time.perf_counter()
+                t1 = time.thread_time()
                 dec(packed)
-                t2 = time.perf_counter()
+                t2 = time.thread_time()
                 best_c, best_d = min(best_c, t1 - t0), min(best_d, t2 - t1)
             ratios[i, j], comp[i, j], decomp[i, j] = len(packed) / len(chunk), best_c, best_d
     return ratios, comp, decomp
+
+
+def cache_dir() -> Path:
+    """Where measurements are kept: $DWCP_INFERENCE_CACHE, else $XDG_CACHE_HOME/dwcp-inference, else
+    ~/.cache/dwcp-inference."""
+    if os.environ.get("DWCP_INFERENCE_CACHE"):
+        return Path(os.environ["DWCP_INFERENCE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dwcp-inference"
+
+
+def _setup_key(sizes: tuple[int, ...], repeats: int) -> str:
+    """What else the measurements of a file depend on: chunk sizes, codecs, repeats and library versions."""
+    import lz4
+    import zstandard
+
+    setup = repr((sizes, CODECS, repeats, lz4.library_version_string(), zstandard.ZSTD_VERSION))
+    return hashlib.sha256(setup.encode()).hexdigest()[:12]
+
+
+def measure_files(files: list[tuple[str, bytes]], sizes: tuple[int, ...] = (4096, 16384, 65536),
+                  repeats: int = TIMING_REPEATS) -> tuple[list[bytes], list[str], np.ndarray, np.ndarray,
+                                                          np.ndarray, np.ndarray]:
+    """corpus_chunks(files, sizes) and their measure(): each file is measured once and the figures stored under
+    cache_dir(), keyed by the file's sha256, so training and `evaluate` label the same rows the same way.
+    Returns (chunks, their file, their position, ratios, compression seconds, decompression seconds)."""
+    key = _setup_key(sizes, repeats)
+    store = cache_dir() / "compression-timings"
+    chunks, names, position, figures = [], [], [], []
+    for name, data in files:
+        c, n, p = corpus_chunks([(name, data)], sizes)
+        file = store / f"{hashlib.sha256(data).hexdigest()}-{key}.npz"
+        try:
+            with np.load(file) as f:
+                measured = (f["ratios"], f["comp"], f["decomp"])
+            if measured[0].shape != (len(c), len(CODECS)):
+                raise ValueError("stale")
+        except (OSError, ValueError, KeyError):
+            measured = measure(c, repeats, desc=f"timing codecs on {name}")
+            store.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, ratios=measured[0], comp=measured[1], decomp=measured[2])
+            os.replace(tmp, file)  # atomic: a parallel run reads the whole file or none
+        chunks += c
+        names += n
+        position.append(p)
+        figures.append(measured)
+    if not chunks:
+        return [], [], np.zeros(0), *(np.zeros((0, len(CODECS))) for _ in range(3))
+    return (chunks, names, np.concatenate(position), *(np.concatenate([f[k] for f in figures]) for k in range(3)))
 
 
 def corpus_chunks(files: list[tuple[str, bytes]], sizes: tuple[int, ...] = (4096, 16384, 65536)
