@@ -3,6 +3,8 @@
 Protocol (docs/repository.md): everything is written into `<repo>/<model>/.staging-<random>/`, which the server
 ignores, and then renamed to `<repo>/<model>/<version>/` in one rename on the same file system. A version
 directory that exists is therefore complete. Versions are integers; a new one is one more than the highest.
+Version directories (and the directories publish creates) are 0755 and their files 0644, whatever the umask, so
+a server running as another user (systemd's DynamicUser, a pod's uid 10001) can read them.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: n
                          for i in range(TEST_VECTORS)]
 
     model_dir = Path(repo) / meta.name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    _make_readable_dirs(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         (staging / md.MODEL_FILE).write_bytes(onnx_bytes)
@@ -86,8 +88,10 @@ def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: n
             meta.version = str(next_version(model_dir))
             md.write(staging, meta)
             for f in staging.iterdir():
+                os.chmod(f, 0o644)  # explicit, whatever the umask: a server running as another user reads it
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            os.chmod(staging, 0o755)  # mkdtemp makes it 0700
             try:
                 os.rename(staging, model_dir / meta.version)
                 break
@@ -98,6 +102,15 @@ def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: n
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return model_dir / meta.version
+
+
+def _make_readable_dirs(path: Path) -> None:
+    """mkdir -p, with each directory it creates 0755 whatever the umask."""
+    if path.is_dir():
+        return
+    _make_readable_dirs(path.parent)
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o755)
 
 
 def next_version(model_dir: Path) -> int:

@@ -1,4 +1,4 @@
-"""Which versions of a model are loaded and which one answers: `<repo>/<model>/policy.json`.
+"""Which versions of a model are loaded and which one answers: `policy.json` per model.
 
     {"keep_latest": 2, "pinned": ["3"], "disabled": ["5"], "labels": {"stable": "3", "canary": "4"},
      "split": {"stable": 90, "canary": 10}, "history": {"stable": ["2"]}}
@@ -6,22 +6,50 @@
 Loaded: the `keep_latest` highest valid versions, the pinned and the labelled ones, never the disabled.
 Answering a request with no version or label: the weighted `split` between labels if set, else `stable` if it
 names a loaded version, else the highest loaded version. The file is written by the admin API (atomically) and
-may be edited by hand; a missing file means the defaults.
+may be edited by hand; a missing file means the defaults. Every policy is validated on the way in (`validate`):
+a file that does not validate is refused with a message naming the file and the field.
+
+Where it lives (`PolicyStore`): with no state directory, `<repository>/<model>/policy.json`, read and written
+there. With `--state-dir`, the admin API writes `<state_dir>/<model>/policy.json` only (the server never writes
+into the repository); it is read from there, else from the repository's own `policy.json` (a read-only default a
+publisher may ship), else the defaults.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import grpc
+
+from .errors import InferenceError
 
 POLICY_FILE = "policy.json"
 
 
 class PolicyError(ValueError):
-    """policy.json cannot be read or a change to it is invalid."""
+    """A policy change is invalid (an admin request that cannot apply)."""
+
+
+class PolicyInvalid(PolicyError):
+    """A policy file does not validate: the message names the file, the field and what is wrong. Raised at start
+    so the server refuses to start on it; on reload the last good policy keeps serving."""
+
+
+class PolicyFileInvalid(InferenceError):
+    """An admin change cannot start from the model's policy file, which does not validate."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PolicyNotWritable(InferenceError):
+    """The policy file cannot be written (read-only file system, permissions, full disk): nothing changed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass
@@ -35,25 +63,11 @@ class Policy:
 
     @classmethod
     def read(cls, model_dir: Path) -> "Policy":
-        path = Path(model_dir) / POLICY_FILE
-        if not path.exists():
-            return cls()
-        try:
-            data = json.loads(path.read_text())
-            p = cls(**data)
-        except (OSError, ValueError, TypeError) as e:
-            raise PolicyError(f"{path}: {e}") from e
-        if p.keep_latest < 1:
-            raise PolicyError(f"{path}: keep_latest must be >= 1, got {p.keep_latest}")
-        return p
+        """`<model_dir>/policy.json`, validated, or the defaults when there is none."""
+        return read_file(Path(model_dir) / POLICY_FILE) or cls()
 
     def write(self, model_dir: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".policy-", dir=model_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, Path(model_dir) / POLICY_FILE)
+        write_file(Path(model_dir) / POLICY_FILE, self)
 
     def wanted(self, on_disk: list[str]) -> list[str]:
         """The versions to load, of those on disk (sorted oldest first)."""
@@ -75,3 +89,157 @@ class Policy:
             raise PolicyError(f"label {label!r} has no earlier version to roll back to")
         self.labels[label] = earlier.pop()
         return self.labels[label]
+
+    def split_weights(self, loaded: set[str] | dict) -> dict[str, float]:
+        """The split's labels that point at a loaded version and weigh more than 0 (validated weights are finite)."""
+        return {lb: w for lb, w in self.split.items() if w > 0 and self.labels.get(lb) in loaded}
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _is_version(v: object) -> bool:
+    return isinstance(v, str) and v.isdigit() and v.isascii()
+
+
+def _versions(source: str, name: str, value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise PolicyInvalid(f"{source}: {name}: expected a list of version strings such as [\"3\"], "
+                            f"got {value!r}")
+    for i, v in enumerate(value):
+        if not _is_version(v):
+            raise PolicyInvalid(f"{source}: {name}[{i}]: expected a version string of digits such as \"3\", "
+                                f"got {v!r}")
+    return list(value)
+
+
+def _mapping(source: str, name: str, value: object) -> dict:
+    if not isinstance(value, dict):
+        raise PolicyInvalid(f"{source}: {name}: expected an object, got {value!r}")
+    return value
+
+
+def validate(data: object, source: str = "policy") -> Policy:
+    """A Policy from parsed JSON, every field checked; PolicyInvalid names `source`, the field and the fault."""
+    if not isinstance(data, dict):
+        raise PolicyInvalid(f"{source}: expected a JSON object, got {type(data).__name__}")
+    known = [f.name for f in fields(Policy)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise PolicyInvalid(f"{source}: unknown field(s) {unknown}, expected some of {known}")
+    p = Policy()
+    if "keep_latest" in data:
+        k = data["keep_latest"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PolicyInvalid(f"{source}: keep_latest: expected an integer >= 1, got {k!r}")
+        p.keep_latest = k
+    for name in ("pinned", "disabled"):
+        if name in data:
+            setattr(p, name, _versions(source, name, data[name]))
+    for label, v in _mapping(source, "labels", data.get("labels", {})).items():
+        if not _is_version(v):
+            raise PolicyInvalid(f"{source}: labels.{label}: expected a version string of digits such as \"3\", "
+                                f"got {v!r}")
+        p.labels[label] = v
+    for label, w in _mapping(source, "split", data.get("split", {})).items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise PolicyInvalid(f"{source}: split.{label}: expected a finite number >= 0, got {w!r}")
+        if label not in p.labels:
+            raise PolicyInvalid(f"{source}: split.{label}: names no label (labels: {p.labels})")
+        p.split[label] = float(w)
+    if p.split and sum(p.split.values()) <= 0:
+        raise PolicyInvalid(f"{source}: split: expected a positive total weight, got {p.split}")
+    for label, vs in _mapping(source, "history", data.get("history", {})).items():
+        p.history[label] = _versions(source, f"history.{label}", vs)
+    return p
+
+
+def read_file(path: Path) -> Policy | None:
+    """The policy in `path`, validated; None when there is no such file. PolicyInvalid otherwise."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PolicyInvalid(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise PolicyInvalid(f"{path}: not valid JSON: {e}") from None
+    return validate(data, str(path))
+
+
+def write_file(path: Path, policy: Policy) -> None:
+    """Validate, then replace `path` atomically (a temporary file beside it, fsync, rename). On any OSError
+    nothing changed and PolicyNotWritable says which path, why, and what to do."""
+    validate(asdict(policy), str(path))
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".policy-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(policy), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise PolicyNotWritable(
+            f"cannot write the policy {path}: {e.strerror or e} (errno {e.errno}); nothing was changed. Admin "
+            f"state must be writable: run the server with --state-dir (DWCP_INFERENCE_STATE_DIR) on a writable "
+            f"directory, so the repository can stay read-only") from None
+
+
+class PolicyStore:
+    """Where each model's policy is read and written (see the module's docstring)."""
+
+    def __init__(self, repository: Path, state_dir: Path | None = None):
+        self.repository = Path(repository)
+        self.state_dir = Path(state_dir) if state_dir else None
+
+    def writable_path(self, model: str) -> Path:
+        return (self.state_dir or self.repository) / model / POLICY_FILE
+
+    def source(self, model: str) -> Path:
+        """The file the model's policy is read from now (it may not exist: then the defaults)."""
+        state = self.writable_path(model)
+        if self.state_dir is not None and not os.path.lexists(state):
+            return self.repository / model / POLICY_FILE
+        return state
+
+    def read(self, model: str) -> Policy:
+        return read_file(self.source(model)) or Policy()
+
+    def fingerprint(self, model: str) -> tuple:
+        """Changes whenever the file the policy is read from changes (or appears, or goes)."""
+        path = self.source(model)
+        try:
+            st = path.stat()
+            return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError as e:
+            return (str(path), e.errno)
+
+    def write(self, model: str, policy: Policy) -> None:
+        write_file(self.writable_path(model), policy)
+
+    def snapshot(self, model: str) -> bytes | None:
+        """The writable file's bytes (None: absent), to put back with `restore` if an operation fails later."""
+        try:
+            return self.writable_path(model).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def restore(self, model: str, saved: bytes | None) -> None:
+        path = self.writable_path(model)
+        if saved is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_file(path, read_from_bytes(saved, str(path)))
+
+
+def read_from_bytes(data: bytes, source: str) -> Policy:
+    return validate(json.loads(data), source)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64wcp/inference/v1/admin.proto\x12\x11\x64wcp.inference.v1\"\"\n\x11ListModelsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x9d\x02\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tframework\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x07 \x01(\t\x12I\n\rlive_accuracy\x18\x08 \x03(\x0b\x32\x32.dwcp.inference.v1.VersionStatus.LiveAccuracyEntry\x12\x10\n\x08outcomes\x18\t \x01(\x03\x1a\x33\n\x11LiveAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb7\x02\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x08versions\x18\x02 \x03(\x0b\x32 .dwcp.inference.v1.VersionStatus\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.dwcp.inference.v1.ModelStatus.LabelsEntry\x12\x38\n\x05split\x18\x04 \x03(\x0b\x32).dwcp.inference.v1.ModelStatus.SplitEntry\x12\x13\n\x0bkeep_latest\x18\x05 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"\x0f\n\rReloadRequest\"Q\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"0\n\x0eVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"/\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x92\x01\n\x0fSetSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12@\n\x07weights\x18\x02 \x03(\x0b\x32/.dwcp.inference.v1.SetSplitRequest.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xcc\x04\n\x0c\x41\x64minService\x12Y\n\nListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n\x06Reload\x12 .dwcp.inference.v1.ReloadRequest\x1a!.dwcp.inference.v1.ReloadResponse\x12P\n\x0bLoadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12R\n\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n\x07Promote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08Rollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08SetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatusBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64wcp/inference/v1/admin.proto\x12\x11\x64wcp.inference.v1\"\"\n\x11ListModelsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x9d\x02\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tframework\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x07 \x01(\t\x12I\n\rlive_accuracy\x18\x08 \x03(\x0b\x32\x32.dwcp.inference.v1.VersionStatus.LiveAccuracyEntry\x12\x10\n\x08outcomes\x18\t \x01(\x03\x1a\x33\n\x11LiveAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x02\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x08versions\x18\x02 \x03(\x0b\x32 .dwcp.inference.v1.VersionStatus\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.dwcp.inference.v1.ModelStatus.LabelsEntry\x12\x38\n\x05split\x18\x04 \x03(\x0b\x32).dwcp.inference.v1.ModelStatus.SplitEntry\x12\x13\n\x0bkeep_latest\x18\x05 \x01(\x05\x12\x14\n\x0cpolicy_error\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"\x0f\n\rReloadRequest\"Q\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"0\n\x0eVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"/\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x92\x01\n\x0fSetSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12@\n\x07weights\x18\x02 \x03(\x0b\x32/.dwcp.inference.v1.SetSplitRequest.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xcc\x04\n\x0c\x41\x64minService\x12Y\n\nListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n\x06Reload\x12 .dwcp.inference.v1.ReloadRequest\x1a!.dwcp.inference.v1.ReloadResponse\x12P\n\x0bLoadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12R\n\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n\x07Promote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08Rollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08SetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatusBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,27 +47,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_start=323
   _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_end=374
   _globals['_MODELSTATUS']._serialized_start=377
-  _globals['_MODELSTATUS']._serialized_end=688
-  _globals['_MODELSTATUS_LABELSENTRY']._serialized_start=597
-  _globals['_MODELSTATUS_LABELSENTRY']._serialized_end=642
-  _globals['_MODELSTATUS_SPLITENTRY']._serialized_start=644
-  _globals['_MODELSTATUS_SPLITENTRY']._serialized_end=688
-  _globals['_LISTMODELSRESPONSE']._serialized_start=690
-  _globals['_LISTMODELSRESPONSE']._serialized_end=758
-  _globals['_RELOADREQUEST']._serialized_start=760
-  _globals['_RELOADREQUEST']._serialized_end=775
-  _globals['_RELOADRESPONSE']._serialized_start=777
-  _globals['_RELOADRESPONSE']._serialized_end=858
-  _globals['_VERSIONREQUEST']._serialized_start=860
-  _globals['_VERSIONREQUEST']._serialized_end=908
-  _globals['_PROMOTEREQUEST']._serialized_start=910
-  _globals['_PROMOTEREQUEST']._serialized_end=973
-  _globals['_ROLLBACKREQUEST']._serialized_start=975
-  _globals['_ROLLBACKREQUEST']._serialized_end=1022
-  _globals['_SETSPLITREQUEST']._serialized_start=1025
-  _globals['_SETSPLITREQUEST']._serialized_end=1171
-  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1125
-  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1171
-  _globals['_ADMINSERVICE']._serialized_start=1174
-  _globals['_ADMINSERVICE']._serialized_end=1762
+  _globals['_MODELSTATUS']._serialized_end=710
+  _globals['_MODELSTATUS_LABELSENTRY']._serialized_start=619
+  _globals['_MODELSTATUS_LABELSENTRY']._serialized_end=664
+  _globals['_MODELSTATUS_SPLITENTRY']._serialized_start=666
+  _globals['_MODELSTATUS_SPLITENTRY']._serialized_end=710
+  _globals['_LISTMODELSRESPONSE']._serialized_start=712
+  _globals['_LISTMODELSRESPONSE']._serialized_end=780
+  _globals['_RELOADREQUEST']._serialized_start=782
+  _globals['_RELOADREQUEST']._serialized_end=797
+  _globals['_RELOADRESPONSE']._serialized_start=799
+  _globals['_RELOADRESPONSE']._serialized_end=880
+  _globals['_VERSIONREQUEST']._serialized_start=882
+  _globals['_VERSIONREQUEST']._serialized_end=930
+  _globals['_PROMOTEREQUEST']._serialized_start=932
+  _globals['_PROMOTEREQUEST']._serialized_end=995
+  _globals['_ROLLBACKREQUEST']._serialized_start=997
+  _globals['_ROLLBACKREQUEST']._serialized_end=1044
+  _globals['_SETSPLITREQUEST']._serialized_start=1047
+  _globals['_SETSPLITREQUEST']._serialized_end=1193
+  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1147
+  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1193
+  _globals['_ADMINSERVICE']._serialized_start=1196
+  _globals['_ADMINSERVICE']._serialized_end=1784
 # @@protoc_insertion_point(module_scope)

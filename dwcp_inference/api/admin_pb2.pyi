@@ -42,7 +42,7 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., framework: _Optional[str] = ..., created_at: _Optional[str] = ..., data_source: _Optional[str] = ..., live_accuracy: _Optional[_Mapping[str, float]] = ..., outcomes: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "versions", "labels", "split", "keep_latest")
+    __slots__ = ("name", "versions", "labels", "split", "keep_latest", "policy_error")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,12 +62,14 @@ class ModelStatus(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     KEEP_LATEST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     labels: _containers.ScalarMap[str, str]
     split: _containers.ScalarMap[str, float]
     keep_latest: int
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[_Mapping[str, float]] = ..., keep_latest: _Optional[int] = ...) -> None: ...
+    policy_error: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[_Mapping[str, float]] = ..., keep_latest: _Optional[int] = ..., policy_error: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -177,12 +177,14 @@ func (x *VersionStatus) GetOutcomes() int64 {
 }
 
 type ModelStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Versions      []*VersionStatus       `protobuf:"bytes,2,rep,name=versions,proto3" json:"versions,omitempty"` // newest first
-	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Split         map[string]float64     `protobuf:"bytes,4,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	KeepLatest    int32                  `protobuf:"varint,5,opt,name=keep_latest,json=keepLatest,proto3" json:"keep_latest,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Versions   []*VersionStatus       `protobuf:"bytes,2,rep,name=versions,proto3" json:"versions,omitempty"` // newest first
+	Labels     map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Split      map[string]float64     `protobuf:"bytes,4,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	KeepLatest int32                  `protobuf:"varint,5,opt,name=keep_latest,json=keepLatest,proto3" json:"keep_latest,omitempty"`
+	// Why the model's policy file is refused ("" when it is not); the last good policy keeps serving meanwhile.
+	PolicyError   string `protobuf:"bytes,6,opt,name=policy_error,json=policyError,proto3" json:"policy_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +252,13 @@ func (x *ModelStatus) GetKeepLatest() int32 {
 		return x.KeepLatest
 	}
 	return 0
+}
+
+func (x *ModelStatus) GetPolicyError() string {
+	if x != nil {
+		return x.PolicyError
+	}
+	return ""
 }
 
 type ListModelsResponse struct {
@@ -621,14 +630,15 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\boutcomes\x18\t \x01(\x03R\boutcomes\x1a?\n" +
 	"\x11LiveAccuracyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xfa\x02\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9d\x03\n" +
 	"\vModelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\bversions\x18\x02 \x03(\v2 .dwcp.inference.v1.VersionStatusR\bversions\x12B\n" +
 	"\x06labels\x18\x03 \x03(\v2*.dwcp.inference.v1.ModelStatus.LabelsEntryR\x06labels\x12?\n" +
 	"\x05split\x18\x04 \x03(\v2).dwcp.inference.v1.ModelStatus.SplitEntryR\x05split\x12\x1f\n" +
 	"\vkeep_latest\x18\x05 \x01(\x05R\n" +
-	"keepLatest\x1a9\n" +
+	"keepLatest\x12!\n" +
+	"\fpolicy_error\x18\x06 \x01(\tR\vpolicyError\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
