@@ -1,0 +1,145 @@
+"""The inference port's transport: a grpc.aio server on its own event loop, in a dedicated thread.
+
+A call costs no thread until its request has arrived (a client that opens calls and never sends the request holds
+only a stream), so half-open calls cannot starve anyone. Each inference call is then admitted or shed by our own
+bound (`max_concurrent_rpcs`, counting calls computing or waiting for a worker thread), and runs the sync servicer
+method in a pool of `threads` workers, which micro-batching (batching.py) relies on. Health and reflection are
+answered on the loop and never count against that bound."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Any, Callable, Coroutine
+
+import grpc
+from grpc_health.v1 import _async as health_async
+
+from .metrics import Metrics
+
+
+class LoopThread:
+    """An asyncio event loop running in its own daemon thread; `run` calls a coroutine on it from any thread."""
+
+    def __init__(self, name: str = "grpc-aio"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("LoopThread.run called from its own loop")
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("the event loop has stopped")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Cancel what is left on the loop (calls cut by a server's stop), let it unwind, stop the loop."""
+        try:
+            self.run(_cancel_the_rest(), timeout=10)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SharedHealth:
+    """grpc.health.v1 for aio servers (the inference and health ports share it), set from any thread."""
+
+    def __init__(self, loop: LoopThread):
+        self._loop = loop
+        self.servicer: health_async.HealthServicer = loop.run(_make_health())
+
+    def set(self, service: str, status: int) -> None:
+        try:
+            self._loop.run(self.servicer.set(service, status), timeout=10)
+        except RuntimeError:  # the server has stopped: nobody is asking any more
+            pass
+
+    def get(self, service: str) -> int | None:
+        return self.servicer._server_status.get(service)
+
+
+async def _make_health() -> health_async.HealthServicer:
+    return health_async.HealthServicer()  # made on the loop: its conditions belong there
+
+
+class Aborted(Exception):
+    """Raised by CallContext.abort in a worker thread; the async handler turns it into the call's status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+class CallContext:
+    """What the sync servicer methods use of a grpc.ServicerContext, safe to call from a worker thread."""
+
+    def __init__(self, time_remaining: float | None):
+        self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+class Admission:
+    """Calls admitted at once (computing or queued for a worker). Touched only on the event loop: no lock."""
+
+    def __init__(self, limit: int):
+        self.limit = max(limit, 1)
+        self.admitted = 0
+
+    def enter(self) -> bool:
+        if self.admitted >= self.limit:
+            return False
+        self.admitted += 1
+        return True
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+
+def threaded_handler(name: str, method: Callable, pool: concurrent.futures.Executor, admission: Admission,
+                     metrics: Metrics) -> Callable:
+    """An async unary handler running the sync `method(request, context)` in `pool`, beyond the admission bound
+    answering RESOURCE_EXHAUSTED at once (counted like every other answer, in dwcp_inference_requests_total)."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if not admission.enter():
+            metrics.child(metrics.requests, name, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{name}: the server is at its limit of {admission.limit} calls at once; retry later")
+        loop = asyncio.get_running_loop()
+        work = pool.submit(method, request, CallContext(context.time_remaining()))
+        # Released when the work ends, not when the caller goes: a cancelled call still computing holds its place;
+        # one cancelled while queued is never computed.
+        work.add_done_callback(lambda _: _call_soon(loop, admission.leave))
+        try:
+            return await asyncio.wrap_future(work)
+        except Aborted as e:
+            await context.abort(e.code, e.details)
+
+    return handle
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:  # the loop has stopped with the server
+        pass
