@@ -4,7 +4,8 @@ and onnxruntime (each call brings raw columns: a dict of arrays whose first axis
 A call that finds the version idle runs at once, alone: nothing is held back when nothing else is queued.
 Calls that arrive while a batch runs queue; when it ends, the first of them leads the next batch and takes the
 queue with it (up to `max_rows` rows), after waiting up to `max_wait_us` for more if the batch is not full.
-Each call gets its own rows of the outputs. If a batch fails, its calls run again one by one, so a bad input
+Each call gets its own rows of the outputs; a call whose deadline passed while it queued is dropped from its batch
+(answered DEADLINE_EXCEEDED, not computed). If a batch fails, its calls run again one by one, so a bad input
 fails only its own call.
 """
 
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from . import deadline
+from .errors import DeadlineExpired
 
 Columns = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -32,13 +36,14 @@ class BatchPolicy:
 
 
 class _Call:
-    __slots__ = ("x", "rows", "shape", "queued", "outputs", "error", "lead", "event")
+    __slots__ = ("x", "rows", "shape", "queued", "deadline", "outputs", "error", "lead", "event")
 
     def __init__(self, x: Columns):
         self.x = x
         self.rows = len(next(iter(x.values())))
         self.shape = tuple((k, v.shape[1:]) for k, v in x.items())
         self.queued = time.perf_counter()
+        self.deadline = deadline.current()  # time.monotonic() by which the caller wants its answer, or None
         self.outputs: Outputs | None = None
         self.error: BaseException | None = None
         self.lead = False
@@ -116,6 +121,13 @@ class MicroBatcher:
         return rows
 
     def _compute(self, batch: list[_Call]) -> None:
+        expired = [c for c in batch if deadline.passed(c.deadline)]
+        for c in expired:  # the caller gave up while it queued: its rows are not computed
+            c.error = DeadlineExpired("the deadline passed before the model ran")
+        if expired:
+            batch = [c for c in batch if c.error is None]
+            if not batch:
+                return
         started = time.perf_counter()
         rows = sum(c.rows for c in batch)
         if self.policy.observe:

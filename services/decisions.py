@@ -1,4 +1,5 @@
-"""From model outputs to domain answers, by each model's decision rule in its metadata."""
+"""From model outputs to domain answers, by each model's decision rule in its metadata. An output the answer uses
+that is NaN or infinite fails the call (errors.NonFiniteOutput, INTERNAL): it is never answered."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class LatencyAnswer:
 
 def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[BandwidthAnswer]:
     x, out = rt.infer(columns)
+    rt.check_finite(out)
     pred = decode_targets(rt.meta.targets, next(iter(out.values())))
+    rt.check_finite(pred)  # in domain units too: a huge scaled output overflows exp
     for name in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"):  # a model may predict fewer:
         if name not in pred:                                                   # those keep their last value
             last = columns.get(name)
@@ -66,7 +69,8 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[Bandw
 
 def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[CompressionAnswer]:
     _, out = rt.infer(columns)
-    probs = next(iter(out.values()))
+    name, probs = next(iter(out.items()))
+    rt.check_finite({name: probs})
     choices = rt.meta.decision["choices"]
     answers = []
     for row in probs:
@@ -80,6 +84,7 @@ def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -
     x, out = rt.infer(columns)
     d = rt.meta.decision
     scores = np.asarray(out[d["score_output"]], dtype=np.float64)
+    rt.check_finite({d["score_output"]: scores})
     scores = d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores)
     names, mean, std, index = rt.constants("anomaly", lambda: _normal_stats(rt))
     # A raw field's value, or (for a version judging a value against its history) the feature's value.
@@ -113,6 +118,7 @@ def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[La
         scores = errors.mean(axis=1)
     else:
         scores, errors = out[d["score_output"]], out[d["errors_output"]]
+    rt.check_finite({"score": scores, "feature_errors": errors})
     names = rt.meta.feature_names
     answers = []
     for s, errs in zip(scores, errors):

@@ -36,5 +36,17 @@ class DeadlineExpired(InferenceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class NonFiniteOutput(InferenceError):
+    """A model version gave a NaN or infinite value for some items: never answered as OK."""
+
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, model: str, version: str, items: list[int], outputs: list[str]):
+        shown = ", ".join(map(str, items[:20])) + (", ..." if len(items) > 20 else "")
+        super().__init__(f"{model} v{version}: the model gave a non-finite output ({', '.join(outputs)}) for "
+                         f"item(s) {shown} of this call; no answer is given")
+        self.model, self.version, self.items = model, version, items
+
+
 class VersionRefused(Exception):
     """A model version failed verification; the message says why. It never serves."""

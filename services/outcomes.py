@@ -1,19 +1,30 @@
-"""Live accuracy: predictions remembered for a while, matched to the outcomes callers report."""
+"""Live accuracy: outcomes callers report, judged against the prediction their signed id carries.
+
+No process remembers predictions: an id carries the model, version, predicted value and time, signed with the
+outcome key (prediction_ids.py), so any replica or worker holding the key accounts for any id. Each process
+remembers the nonces of the last REPLAY_MEMORY outcomes it accepted, to refuse an id reported twice to it; a
+replay to another replica is not detected.
+"""
 
 from __future__ import annotations
 
-import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import Any, Callable
 
 from .errors import InvalidInput, PredictionNotFound
 from .metrics import Metrics
+from .prediction_ids import Signer, new_key
 
 WINDOW = 1000  # outcomes per model version in the rolling figures
+APE_CAP_PCT = 1000.0  # one outcome's absolute percentage error counts at most this much in the MAPE
+REPLAY_MEMORY = 100_000  # accepted nonces remembered per process (about 10 MB at most)
+MAX_AGE_SECONDS = 24 * 3600.0
+CLOCK_SKEW_SECONDS = 300.0  # an id made this far "in the future" (another replica's clock) is still accepted
+EXPECTED = {"bandwidth_predictor": "actual_network", "compression_selector": "best_choice",
+            "reliability_detector": "was_anomaly", "consensus_latency": "was_anomaly"}
 
 
 @dataclass
@@ -27,107 +38,65 @@ class _Tally:
     figures: dict = field(default_factory=dict)
 
 
-class _PredictionStore:
-    """The last `capacity` predictions in fixed arrays, one slot each, reused round-robin.
-
-    No Python object lives per prediction: a dict of a hundred thousand churning entries kept the heap growing
-    for as long as a soak ran. An id is a random 64-bit nonce and the slot number, so a stale or guessed id
-    finds its slot taken by a newer prediction and is refused.
-    """
+class _Nonces:
+    """The nonces of the last `capacity` accepted outcomes."""
 
     def __init__(self, capacity: int):
+        self._seen: set[bytes] = set()
+        self._order: deque[bytes] = deque()
         self.capacity = capacity
-        self._nonce = np.zeros(capacity, np.uint64)  # 0: empty or already reported
-        self._key = np.zeros(capacity, np.int32)  # index into _keys: (model, version, interned)
-        self._value = np.zeros(capacity, np.float64)  # a number, or the code of an interned prediction
-        self._keys: list[tuple[str, str, bool]] = []
-        self._key_index: dict[tuple[str, str, bool], int] = {}
-        self._interned: list[Any] = []  # predictions that are not numbers: (codec, level) choices
-        self._intern_index: dict[Any, int] = {}
-        self._next = 0
 
-    def _key_value(self, model: str, version: str, prediction: Any) -> tuple[int, Any]:
-        interned = isinstance(prediction, (bool, tuple))  # verdicts and (codec, level) choices; else a number
-        if interned:
-            value = self._intern_index.get(prediction)
-            if value is None:
-                value = self._intern_index[prediction] = len(self._interned)
-                self._interned.append(prediction)
-        else:
-            value = prediction
-        key = self._key_index.get((model, version, interned))
-        if key is None:
-            key = self._key_index[(model, version, interned)] = len(self._keys)
-            self._keys.append((model, version, interned))
-        return key, value
-
-    def put(self, model: str, version: str, predictions: list, nonces: list[int]) -> list[str]:
-        ids = []
-        for prediction, nonce in zip(predictions, nonces):
-            key, value = self._key_value(model, version, prediction)
-            slot = self._next
-            self._next = (slot + 1) % self.capacity
-            self._nonce[slot], self._key[slot], self._value[slot] = nonce, key, value
-            ids.append(f"{nonce:016x}{slot:x}")
-        return ids
-
-    def take(self, prediction_id: str) -> tuple[str, str, Any, int, int] | None:
-        """The remembered prediction, removed; None if the id is malformed, unknown or already taken."""
-        if not 16 < len(prediction_id) <= 32:
-            return None
-        try:
-            nonce, slot = int(prediction_id[:16], 16), int(prediction_id[16:], 16)
-        except ValueError:
-            return None
-        if not 0 <= slot < self.capacity or nonce == 0 or self._nonce[slot] != nonce:
-            return None
-        self._nonce[slot] = 0
-        model, version, interned = self._keys[self._key[slot]]
-        value = float(self._value[slot])
-        predicted = self._interned[int(value)] if interned else value
-        return model, version, predicted, slot, nonce
-
-    def give_back(self, slot: int, nonce: int) -> None:
-        self._nonce[slot] = nonce
+    def add(self, nonce: bytes) -> bool:
+        """False if the nonce was already seen."""
+        if nonce in self._seen:
+            return False
+        self._seen.add(nonce)
+        self._order.append(nonce)
+        if len(self._order) > self.capacity:
+            self._seen.discard(self._order.popleft())
+        return True
 
 
 class OutcomeTracker:
-    def __init__(self, metrics: Metrics, capacity: int = 100_000):
+    def __init__(self, metrics: Metrics, key: bytes | None = None, max_age_seconds: float = MAX_AGE_SECONDS,
+                 replay_memory: int = REPLAY_MEMORY, clock: Callable[[], float] = time.time):
         self.metrics = metrics
-        self.capacity = capacity
+        self.signer = Signer(key if key is not None else new_key())
+        self.max_age_seconds = max_age_seconds
+        self.clock = clock
         self._lock = threading.Lock()
-        self._store = _PredictionStore(capacity)
+        self._nonces = _Nonces(replay_memory)
         self._tallies: dict[tuple[str, str], _Tally] = {}
 
     def remember(self, model: str, version: str, prediction: Any) -> str:
         return self.remember_many(model, version, [prediction])[0]
 
     def remember_many(self, model: str, version: str, predictions: list) -> list[str]:
-        # Random bits come from a system call: made before the lock is taken, not while others wait for it.
-        nonces = (np.frombuffer(secrets.token_bytes(8 * len(predictions)), np.uint64) | np.uint64(1)).tolist()
-        with self._lock:
-            return self._store.put(model, version, predictions, nonces)
+        """Signed ids for a batch of predictions (nothing is stored)."""
+        return self.signer.sign_many(model, version, predictions, int(self.clock()))
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
-        """Match an outcome to its prediction and update that version's live accuracy."""
-        with self._lock:
-            entry = self._store.take(prediction_id)
-        if entry is None:
-            raise PredictionNotFound(f"prediction_id: no remembered prediction {prediction_id!r} "
-                                     f"(unknown, already reported, or older than the last {self.capacity})")
-        model, version, predicted, slot, nonce = entry
-        expected = {"bandwidth_predictor": "actual_network", "compression_selector": "best_choice",
-                    "reliability_detector": "was_anomaly", "consensus_latency": "was_anomaly"}[model]
+        """Judge an outcome against the prediction its id carries and update that version's live accuracy."""
+        p = self.signer.open(prediction_id)
+        if p is None:
+            shown = prediction_id if len(prediction_id) <= 80 else prediction_id[:80] + "..."
+            raise PredictionNotFound(f"prediction_id: no prediction {shown!r} made by this service (malformed, "
+                                     "altered, or signed with another outcome key)")
+        age = self.clock() - p.made_at
+        if age > self.max_age_seconds or age < -CLOCK_SKEW_SECONDS:
+            raise PredictionNotFound(f"prediction_id: expired: made {age / 3600:.1f} h ago, outcomes are accepted "
+                                     f"for {self.max_age_seconds / 3600:g} h")
+        model, version, predicted = p.model, p.version, p.predicted
+        expected = EXPECTED[model]
         if kind != expected:
-            with self._lock:
-                self._store.give_back(slot, nonce)
             raise InvalidInput(f"outcome: a {model} prediction is judged by {expected}, got {kind or 'nothing'}")
         with self._lock:
+            if not self._nonces.add(p.nonce):
+                raise PredictionNotFound(f"prediction_id: already reported ({model} v{version})")
             t = self._tallies.setdefault((model, version), _Tally())
-            if model == "bandwidth_predictor":
-                if actual > 0:
-                    t.errors.append(abs(predicted - actual) / actual * 100)
-                figures = {"mape": sum(t.errors) / max(len(t.errors), 1)}
+            if model == "bandwidth_predictor":  # actual > 0, checked by the servicer
+                t.errors.append(min(abs(predicted - actual) / actual * 100, APE_CAP_PCT))
+                figures = {"mape": sum(t.errors) / len(t.errors)}
             elif model == "compression_selector":
                 best, times = actual
                 t.errors.append(1.0 if predicted == best else 0.0)
@@ -140,7 +109,11 @@ class OutcomeTracker:
                 t.tp += predicted and actual
                 t.fp += predicted and not actual
                 t.fn += (not predicted) and actual
-                figures = {"precision": t.tp / max(t.tp + t.fp, 1), "recall": t.tp / max(t.tp + t.fn, 1)}
+                figures = {}  # with no positive predicted (or none real) the figure is undefined: absent, not 0
+                if t.tp + t.fp:
+                    figures["precision"] = t.tp / (t.tp + t.fp)
+                if t.tp + t.fn:
+                    figures["recall"] = t.tp / (t.tp + t.fn)
             t.figures = figures
             t.count += 1
         for metric, value in figures.items():
@@ -169,3 +142,46 @@ def _remove(metric, *labels: str) -> None:
         metric.remove(*labels)
     except KeyError:  # never reported
         pass
+
+
+def from_settings(metrics: Metrics, settings: Any) -> OutcomeTracker:
+    """The tracker a server runs with: the key from --outcome-key-file, else a random one for this process."""
+    from .prediction_ids import read_key
+    import logging
+
+    if settings.outcome_key_file:
+        key = read_key(settings.outcome_key_file)
+    else:
+        key = None
+        logging.getLogger(__name__).warning(
+            "no --outcome-key-file: prediction ids are signed with a random key of this process; outcomes "
+            "reported to another replica or worker, or after a restart, will be refused (NOT_FOUND)")
+    if settings.outcome_capacity != 100_000:
+        logging.getLogger(__name__).warning("--outcome-capacity is deprecated and ignored: prediction ids are "
+                                            "signed, no prediction is remembered")
+    return OutcomeTracker(metrics, key, max_age_seconds=settings.outcome_max_age_seconds)
+
+
+def with_shared_key(settings: Any) -> Any:
+    """For `serve --workers N` without --outcome-key-file: one random key for all workers, written to a private
+    temporary file (removed when the supervisor exits) that every worker is pointed at."""
+    import atexit
+    import dataclasses
+    import logging
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if settings.outcome_key_file:
+        return settings
+    logging.getLogger(__name__).warning(
+        "no --outcome-key-file: the workers share a random key of this supervisor; outcomes reported to another "
+        "replica, or after a restart, will be refused (NOT_FOUND)")
+    folder = Path(tempfile.mkdtemp(prefix="dwcp-outcome-key-"))  # mode 0700
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(new_key().hex().encode())
+    return dataclasses.replace(settings, outcome_key_file=path)

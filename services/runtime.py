@@ -13,8 +13,9 @@ import onnxruntime as ort
 from dwcp_inference import features, metadata
 from dwcp_inference.metadata import MetadataError, ModelMetadata
 
+from . import deadline
 from .batching import MicroBatcher
-from .errors import VersionRefused
+from .errors import DeadlineExpired, NonFiniteOutput, VersionRefused
 
 
 FEATURES_KEY = "\0features"  # the model input, carried beside its outputs through a micro-batch
@@ -130,6 +131,30 @@ class ModelRuntime:
                 if not err <= self.meta.tolerance:
                     raise VersionRefused(f"test vector {i}: output {name} differs by {err:.3g} "
                                          f"(tolerance {self.meta.tolerance:g})")
+        self._probe_edges()
+
+    def _probe_edges(self) -> None:
+        """Run the model at the edges of every raw field's valid range (the ranges the feature layer enforces,
+        from the metadata's raw_fields); refuse the version if any output there is NaN or infinite."""
+        columns = edge_columns(self.meta.raw_fields, self.meta.window)
+        if columns is None:
+            return
+        try:
+            self.pipeline.validate(columns)
+            out = self.run(self.pipeline.transform(columns))
+        except Exception as e:  # noqa: BLE001 - any failure at a valid input is a reason to refuse
+            raise VersionRefused(f"edge probe (inputs at the ends of each raw field's range): {e}") from e
+        bad = nonfinite_rows(out)
+        if bad:
+            rows, names = bad
+            raise VersionRefused(f"edge probe: non-finite output ({', '.join(names)}) at the ends of the raw fields' "
+                                 f"valid ranges (probe rows {rows[:10]})")
+
+    def check_finite(self, outputs: Mapping[str, np.ndarray]) -> None:
+        """Raise NonFiniteOutput naming the items (rows) of any output the answer uses that is NaN or infinite."""
+        bad = nonfinite_rows(outputs)
+        if bad:
+            raise NonFiniteOutput(self.name, self.version, *bad)
 
     def constants(self, key: str, make: Callable[[], Any]) -> Any:
         """Values a decision rule derives from the metadata, made on first use (a version never changes)."""
@@ -150,7 +175,12 @@ class ModelRuntime:
     def infer(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Validate raw columns, build the features and run the model (with other calls' rows when micro-batching).
         Returns (features, outputs). Raises features.FeatureError for input the model cannot take."""
-        out = self.batcher(dict(columns)) if self.batcher else self._infer(columns)
+        if self.batcher:
+            out = self.batcher(dict(columns))
+        elif deadline.passed():  # the caller gave up: do not compute
+            raise DeadlineExpired("the deadline passed before the model ran")
+        else:
+            out = self._infer(columns)
         x = out.pop(FEATURES_KEY)
         return x, out
 
@@ -161,3 +191,52 @@ class ModelRuntime:
         self.drift.observe(x)
         out[FEATURES_KEY] = x
         return out
+
+
+def nonfinite_rows(outputs: Mapping[str, np.ndarray]) -> tuple[list[int], list[str]] | None:
+    """The rows (first axis) with a NaN or infinite value in any floating output, and those outputs' names."""
+    rows: set[int] = set()
+    names = []
+    for name, v in outputs.items():
+        v = np.asarray(v)
+        if v.dtype.kind != "f" or v.ndim == 0:
+            continue
+        ok = np.isfinite(v).reshape(len(v), -1).all(axis=1)
+        if not ok.all():
+            rows.update(np.flatnonzero(~ok).tolist())
+            names.append(name)
+    return (sorted(rows), names) if rows else None
+
+
+def edge_columns(raw_fields: list, window: int) -> dict[str, np.ndarray] | None:
+    """Raw columns at the edges of each numeric field's declared range: every field at its minimum, every field
+    at its maximum, then each field alone at one end with the others at the other end; for a windowed model also
+    windows that ramp from one end to the other. Categorical fields cycle through their vocabularies."""
+    numeric = [f for f in raw_fields if not f.vocabulary and f.min is not None and f.max is not None]
+    if not numeric:
+        return None
+    lo = np.array([f.min for f in numeric], dtype=np.float64)
+    hi = np.array([f.max for f in numeric], dtype=np.float64)
+    rows = [lo, hi]
+    for k in range(len(numeric)):
+        one_high, one_low = lo.copy(), hi.copy()
+        one_high[k], one_low[k] = hi[k], lo[k]
+        rows += [one_high, one_low]
+    values = np.array(rows)  # [R, F]
+    steps = max(window, 1)
+    cols = np.repeat(values[:, None, :], steps, axis=1)  # constant windows [R, W, F]
+    if window > 1:
+        ramp = np.linspace(0.0, 1.0, steps)[:, None]
+        cols = np.concatenate([cols, (lo + (hi - lo) * ramp)[None], (hi + (lo - hi) * ramp)[None]])
+    n = len(cols)
+    columns: dict[str, np.ndarray] = {}
+    for k, f in enumerate(numeric):
+        columns[f.name] = cols[:, :, k] if window > 1 else cols[:, 0, k]
+    for f in raw_fields:
+        if f.vocabulary:
+            v = np.array([f.vocabulary[i % len(f.vocabulary)] for i in range(n)])
+            columns[f.name] = np.repeat(v[:, None], steps, axis=1) if window > 1 else v
+        elif f.name not in columns:  # a field without a declared range: its minimum, or 0
+            fill = float(f.min if f.min is not None else f.max if f.max is not None else 0.0)
+            columns[f.name] = np.full((n, steps) if window > 1 else n, fill)
+    return columns

@@ -33,12 +33,14 @@ class SlowModel:
 
 def test_a_lone_call_runs_at_once_alone():
     model, seen = SlowModel(), []
-    batcher = MicroBatcher("m", model, BatchPolicy(64, 5000, lambda m, rows, q: seen.append((rows, q))))
+    # A 20 s wait for company: were it applied to a lone call, the call would take 20 s. Half of it is a margin
+    # no loaded machine eats, so this asserts behaviour, not speed.
+    batcher = MicroBatcher("m", model, BatchPolicy(64, 20_000_000, lambda m, rows, q: seen.append((rows, q))))
     started = time.perf_counter()
     out = batcher({"x": np.array([[1.0, 2.0]], dtype=np.float32)})
-    assert time.perf_counter() - started < 0.004  # the 5 ms wait applies only once calls queue
+    assert time.perf_counter() - started < 10  # the wait applies only once calls queue
     assert out["y"].tolist() == [[2.0, 4.0]] and model.calls == [1]
-    assert seen[0][0] == 1 and seen[0][1] < 0.001
+    assert seen[0][0] == 1 and seen[0][1] < 10
 
 
 def test_concurrent_calls_share_model_calls_and_get_their_own_rows():

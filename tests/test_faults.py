@@ -108,7 +108,8 @@ def _repo_server(repo, **kw):
 
 
 def test_an_onnxruntime_error_fails_that_request_only(repo_copy):
-    """A version whose graph only runs at batch size 1: a batch call fails inside onnxruntime, the rest serve."""
+    """A version whose graph fails inside onnxruntime at batch size 2 only (a Gather out of bounds), so it passes
+    verification and the edge probe: the batch call of two fails, the rest serve."""
     import json
 
     import onnx
@@ -121,8 +122,19 @@ def test_an_onnxruntime_error_fails_that_request_only(repo_copy):
     out = model.graph.output[0].name
     for node in model.graph.node:
         node.output[:] = [f"{o}_raw" if o == out else o for o in node.output]
-    model.graph.initializer.append(numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "batch_of_one"))
-    model.graph.node.append(helper.make_node("Reshape", [f"{out}_raw", "batch_of_one"], [out]))
+    for name, value in {"zero": 0, "two": 2, "hundred": 100}.items():
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.int64), name))
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(2, dtype=np.int64), "table"))
+    model.graph.node.extend([
+        helper.make_node("Shape", [f"{out}_raw"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["rows"]),
+        helper.make_node("Equal", ["rows", "two"], ["is_two"]),
+        helper.make_node("Cast", ["is_two"], ["is_two_int"], to=onnx.TensorProto.INT64),
+        helper.make_node("Mul", ["is_two_int", "hundred"], ["index"]),  # 100 at two rows: out of the table
+        helper.make_node("Gather", ["table", "index"], ["looked_up"]),
+        helper.make_node("Cast", ["looked_up"], ["nothing"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Add", [f"{out}_raw", "nothing"], [out]),
+    ])
     onnx.save(model, vdir / "model.onnx")
     meta = json.loads((vdir / "metadata.json").read_text())
     meta["sha256"] = metadata.sha256_file(vdir / "model.onnx")

@@ -73,6 +73,9 @@ type LSTMPredictor struct {
 	errCount  int
 	pending   []pending
 	history   []PredictionRecord
+	// outcomes the service refused or that could not be sent, and the last such error
+	outcomeErrors  uint64
+	lastOutcomeErr error
 }
 
 type pending struct {
@@ -183,11 +186,27 @@ func (p *LSTMPredictor) UpdateActual(timestamp time.Time, actual NetworkSample) 
 	}
 	client := p.client
 	p.mu.Unlock()
-	if client != nil && q.id != "" {
-		// Best effort: live accuracy on the server is a report, not part of the caller's path.
-		_, _ = client.ReportOutcome(context.Background(), &pb.ReportOutcomeRequest{PredictionId: q.id,
+	// A sample of a link that is down (no bandwidth) cannot judge a relative error: the service refuses it.
+	if client != nil && q.id != "" && actual.BandwidthMbps > 0 {
+		// Not on the caller's path (UpdateActual returns nothing), but never lost silently: see OutcomeErrors.
+		_, err := client.ReportOutcome(context.Background(), &pb.ReportOutcomeRequest{PredictionId: q.id,
 			Outcome: &pb.ReportOutcomeRequest_ActualNetwork{ActualNetwork: ToProto(actual)}})
+		if err != nil {
+			p.mu.Lock()
+			p.outcomeErrors++
+			p.lastOutcomeErr = err
+			p.mu.Unlock()
+		}
 	}
+}
+
+// OutcomeErrors counts the outcomes UpdateActual could not report to the service (refused, e.g. NOT_FOUND when
+// the replica that answered does not share the outcome key of the one that predicted, or not sent), and returns
+// the last such error (nil when there was none).
+func (p *LSTMPredictor) OutcomeErrors() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outcomeErrors, p.lastOutcomeErr
 }
 
 // SetFallback makes f answer Predict when the service cannot (nil: return the service's error).
