@@ -3,39 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from pathlib import Path
 
-MODELS = ("bandwidth_predictor", "compression_selector", "reliability_detector", "consensus_latency")
+from .cli_common import MODEL_HELP, add_tls_flags, explain, model_name, open_channel
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list and operate model versions through a server's admin API",
                        description="List and operate model versions through the admin API (its own port, "
-                                   "loopback by default).")
-    p.add_argument("--admin", default="127.0.0.1:50052", help="admin HOST:PORT (default %(default)s)")
+                                   f"loopback by default). MODEL is one of {MODEL_HELP}.")
+    p.add_argument("--admin", default="127.0.0.1:50052", metavar="HOST:PORT",
+                   help="the server's admin address (default %(default)s)")
     p.add_argument("--token", default=os.environ.get("DWCP_INFERENCE_ADMIN_TOKEN", ""),
                    help="bearer token of the admin API (default: $DWCP_INFERENCE_ADMIN_TOKEN)")
-    p.add_argument("--ca", type=Path, help="CA certificate of a TLS admin port")
-    ops = p.add_subparsers(dest="op", required=True)
+    add_tls_flags(p)
+    ops = p.add_subparsers(dest="op", required=True, metavar="OPERATION")
     ls = ops.add_parser("list", help="models, versions, states, labels, live accuracy")
-    ls.add_argument("model", nargs="?", default="", choices=["", *MODELS])
+    ls.add_argument("model", nargs="?", default=None, type=model_name, metavar="MODEL",
+                    help="one model (default: all)")
+    ls.add_argument("--json", action="store_true", help="print the listing as JSON")
     ops.add_parser("reload", help="rescan the repository now")
     for name, text in (("load", "load and pin a version"), ("unload", "unload and disable a version")):
         o = ops.add_parser(name, help=text)
-        o.add_argument("model", choices=MODELS)
+        o.add_argument("model", type=model_name, metavar="MODEL")
         o.add_argument("version")
     o = ops.add_parser("promote", help="point a label (default stable) at a version")
-    o.add_argument("model", choices=MODELS)
+    o.add_argument("model", type=model_name, metavar="MODEL")
     o.add_argument("version")
-    o.add_argument("--label", default="stable")
+    o.add_argument("--label", default="stable", help="default %(default)s")
     o = ops.add_parser("rollback", help="point a label (default stable) back at its previous version")
-    o.add_argument("model", choices=MODELS)
-    o.add_argument("--label", default="stable")
+    o.add_argument("model", type=model_name, metavar="MODEL")
+    o.add_argument("--label", default="stable", help="default %(default)s")
     o = ops.add_parser("split", help="share default traffic between labels, e.g. stable=90 canary=10 "
                                      "(no weights: remove the split)")
-    o.add_argument("model", choices=MODELS)
+    o.add_argument("model", type=model_name, metavar="MODEL")
     o.add_argument("weights", nargs="*", metavar="LABEL=WEIGHT")
 
 
@@ -45,14 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from dwcp_inference.api import admin_pb2 as apb
     from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 
-    channel = (grpc.secure_channel(args.admin, grpc.ssl_channel_credentials(args.ca.read_bytes())) if args.ca
-               else grpc.insecure_channel(args.admin))
+    channel = open_channel(args.admin, args)
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
     with channel:
         stub = _Authorized(apb_grpc.AdminServiceStub(channel), metadata)
         try:
             if args.op == "list":
-                models = stub.ListModels(apb.ListModelsRequest(model=args.model), timeout=10).models
+                models = stub.ListModels(apb.ListModelsRequest(model=args.model or ""), timeout=10).models
             elif args.op == "reload":
                 resp = stub.Reload(apb.ReloadRequest(), timeout=120)
                 print(f"changed: {resp.changed}")
@@ -76,8 +78,13 @@ def run(args: argparse.Namespace) -> int:
                         return 2
                 models = [stub.SetSplit(apb.SetSplitRequest(model=args.model, weights=weights), timeout=120)]
         except grpc.RpcError as e:
-            print(f"{args.op}: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(f"{args.op}: {explain(e, args)}", file=sys.stderr)
             return 1
+    if getattr(args, "json", False):
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps([MessageToDict(m, preserving_proto_field_name=True) for m in models], indent=1))
+        return 0
     for m in models:
         print(_format(m))
     return 0
@@ -90,6 +97,8 @@ def _format(m) -> str:
     if m.split:
         head += "  split=" + ",".join(f"{k}:{v:g}" for k, v in sorted(m.split.items()))
     lines = [head]
+    if m.policy_error:
+        lines.append(f"  policy refused, the last good one serves: {m.policy_error}")
     for v in m.versions:
         live = " ".join(f"{k}={x:.4g}" for k, x in sorted(v.live_accuracy.items()))
         extra = f"  {v.reason}" if v.reason else f"  {v.framework}  {v.created_at}  {v.data_source}"
