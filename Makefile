@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
+HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
@@ -16,7 +17,7 @@ $(SERVE_VENV)/.done: pyproject.toml requirements/server.txt
 	touch $@
 
 serve: $(SERVE_VENV)/.done
-	$(SERVE_VENV)/bin/dwcp-inference serve --port $(PORT) --metrics-port $(METRICS_PORT)
+	$(SERVE_VENV)/bin/dwcp-inference serve --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # The development environment: server, training (torch, scikit-learn) and test tools.
 $(VENV)/.done: pyproject.toml requirements/dev.txt

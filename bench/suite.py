@@ -268,7 +268,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dwcp-inference bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dwcp-inference bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="dwcp,floor-python,floor-go,inprocess",
                         help="comma-separated, from dwcp, floor-python, floor-go, inprocess (default %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also Seldon MLServer, defaults and "

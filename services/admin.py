@@ -1,14 +1,17 @@
-"""The admin servicer: list, load, unload, promote, roll back and split, over the repository's policy files.
-Served on its own port (server.py), never on the inference port."""
+"""The admin servicer: list, load, unload, promote, roll back and split, over the models' policy files (where
+they live: policy.PolicyStore). Served on its own port (server.py), never on the inference port. A refused
+operation changes nothing: input is checked before anything is written."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from dwcp_inference import MODEL_KINDS
 from dwcp_inference.api import admin_pb2 as apb
 from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 
+from .audit import audited
 from .errors import InvalidInput, ModelNotFound
 from .outcomes import OutcomeTracker
 from .policy import Policy
@@ -17,6 +20,8 @@ from .servicers import rpc
 
 
 class AdminServicer(apb_grpc.AdminServiceServicer):
+    ADMIN_RPCS = True  # servicers.rpc records these in dwcp_inference_admin_requests_total
+
     def __init__(self, repo: Repository, outcomes: OutcomeTracker, metrics, on_change: Callable[[], None]):
         self.repo = repo
         self.outcomes = outcomes
@@ -30,7 +35,8 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         labels_of: dict[str, list[str]] = {}
         for label, version in policy.labels.items():
             labels_of.setdefault(version, []).append(label)
-        out = apb.ModelStatus(name=model, labels=policy.labels, split=policy.split, keep_latest=policy.keep_latest)
+        out = apb.ModelStatus(name=model, labels=policy.labels, split=policy.split, keep_latest=policy.keep_latest,
+                              policy_error=self.repo.policy_error(model))
         rows = []
         for version, rt in versions.items():
             live, count = self.outcomes.live(model, version)
@@ -62,17 +68,22 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
             self._check(name)
         return apb.ListModelsResponse(models=[self.status(m) for m in names])
 
+    @audited("reload")
     @rpc
     def Reload(self, request: apb.ReloadRequest, context) -> apb.ReloadResponse:
         changed = self.repo.reload()
         self.on_change()
         return apb.ReloadResponse(changed=changed, models=[self.status(m) for m in MODEL_KINDS])
 
+    @audited("load")
     @rpc
     def LoadVersion(self, request: apb.VersionRequest, context) -> apb.ModelStatus:
         self._check(request.model)
-        if not (self.repo.root / request.model / request.version).is_dir():
+        if not (request.version.isdigit() and (self.repo.root / request.model / request.version).is_dir()):
             raise ModelNotFound(f"version: {request.model} has no version {request.version!r} on disk")
+        reason = self.repo.verify(request.model, request.version)  # before the pin: a refused one is not pinned
+        if reason:
+            raise InvalidInput(f"version: {request.model} version {request.version} was refused: {reason}")
 
         def pin(p: Policy) -> None:
             p.disabled = [v for v in p.disabled if v != request.version]
@@ -85,6 +96,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
             raise InvalidInput(f"version: {request.model} version {request.version} was refused: {reason}")
         return self._changed(request.model)
 
+    @audited("unload")
     @rpc
     def UnloadVersion(self, request: apb.VersionRequest, context) -> apb.ModelStatus:
         self._check(request.model)
@@ -99,6 +111,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         self.repo.change_policy(request.model, disable)
         return self._changed(request.model)
 
+    @audited("promote")
     @rpc
     def Promote(self, request: apb.PromoteRequest, context) -> apb.ModelStatus:
         self._check(request.model)
@@ -110,23 +123,30 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         self.repo.change_policy(request.model, lambda p: p.promote(request.label, request.version))
         return self._changed(request.model)
 
+    @audited("rollback")
     @rpc
     def Rollback(self, request: apb.RollbackRequest, context) -> apb.ModelStatus:
         self._check(request.model)
         self.repo.change_policy(request.model, lambda p: p.rollback(request.label or "stable"))
         return self._changed(request.model)
 
+    @audited("split")
     @rpc
     def SetSplit(self, request: apb.SetSplitRequest, context) -> apb.ModelStatus:
         self._check(request.model)
         weights = dict(request.weights)
-        if any(w < 0 for w in weights.values()) or (weights and sum(weights.values()) <= 0):
-            raise InvalidInput(f"weights: expected non-negative weights with a positive sum, got {weights}")
+        for label, w in weights.items():
+            if not math.isfinite(w) or w < 0:
+                raise InvalidInput(f"weights[{label}]: expected a finite number >= 0, got {w}")
 
         def split(p: Policy) -> None:
             missing = [lb for lb in weights if lb not in p.labels]
             if missing:
                 raise InvalidInput(f"weights: labels {missing} point at no version (labels: {p.labels})")
+            loaded = self.repo.loaded().get(request.model, {})
+            if weights and not Policy(labels=p.labels, split=weights).split_weights(loaded):
+                raise InvalidInput(f"weights: the labels on loaded versions ({sorted(loaded, key=int)}) must "
+                                   f"weigh more than 0 in total, got {weights} (labels: {p.labels})")
             p.split = weights
 
         self.repo.change_policy(request.model, split)

@@ -1,5 +1,8 @@
 """Wiring: the gRPC server with the inference servicer, health, reflection, the metrics endpoint, the
-repository watcher, and the admin API on its own port."""
+repository watcher, the admin API on its own port, and optionally a plaintext health-only port for probes.
+
+The inference port is a grpc.aio server on its own event loop (transport.py): a call costs no thread until its
+request arrives, inference calls are admitted by our own bound, and health is answered on the loop, never shed."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dwcp_inference import MODEL_KINDS
@@ -25,28 +28,36 @@ from dwcp_inference.api import inference_pb2 as pb
 from .admin import AdminServicer
 from .metrics import DriftCollector, Metrics
 from .batching import BatchPolicy
-from .outcomes import OutcomeTracker
+from .outcomes import from_settings as outcomes_from_settings
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
 from .servicers import InferenceServicer, Undecodable
 from .settings import Settings
+from .transport import Admission, LoopThread, SharedHealth, threaded_handler
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+# SERVING from start until shutdown, whatever the models: what a liveness probe asks (restarting a pod whose
+# repository has no good version would not give it one).
+LIVENESS = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
 class Running:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     metrics_port: int | None
     admin_port: int | None
     repository: Repository
     metrics: Metrics
-    health: health.HealthServicer
+    health: SharedHealth
+    loop: LoopThread | None = None       # runs `server` and `health_server`
+    pool: futures.ThreadPoolExecutor | None = None  # computes the inference calls
+    health_port: int | None = None
+    health_server: grpc.aio.Server | None = None
     admin_server: grpc.Server | None = None
     _metrics_server: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -56,13 +67,7 @@ class Running:
         """Bring health and the model-info gauge in line with what is loaded."""
         serving = self.repository.serving()
         policies = self.repository.policies()
-        self.metrics.model_info.clear()
-        for name, versions in self.repository.loaded().items():
-            labels = policies[name].labels
-            for version, rt in versions.items():
-                tags = ",".join(sorted(lb for lb, v in labels.items() if v == version))
-                self.metrics.model_info.labels(name, version, tags, f"{rt.loaded_at:.0f}").set(
-                    1 if serving.get(name) is rt else 0)
+        self.metrics.show_versions(self.repository.loaded(), policies, serving)
         refused: dict[str, int] = {m: 0 for m in MODEL_KINDS}
         for r in self.repository.refused:
             refused[r.model] += 1
@@ -80,6 +85,7 @@ class Running:
         overall = SERVING if serving and present <= set(serving) else NOT_SERVING
         self.health.set("", overall)
         self.health.set(SERVICE_NAME, overall)
+        self.health.set(LIVENESS, SERVING)
 
     def watch(self, every: float) -> None:
         def loop() -> None:
@@ -104,13 +110,23 @@ class Running:
     def stop(self, grace: float | None = None) -> None:
         """Stop taking RPCs, let in-flight ones finish within `grace` seconds, then stop."""
         self._stop.set()
-        for name in ("", SERVICE_NAME, *MODEL_KINDS):
+        for name in ("", SERVICE_NAME, LIVENESS, *MODEL_KINDS):
             self.health.set(name, NOT_SERVING)
         if self.admin_server is not None:
             self.admin_server.stop(0)
-        self.server.stop(grace).wait()
+        if self.loop is not None:
+            self.loop.run(self._stop_servers(grace))
+            self.loop.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+
+    async def _stop_servers(self, grace: float | None) -> None:
+        # The health port answers NOT_SERVING until the inference port has drained.
+        await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 TRIM_SECONDS = 60.0  # how often the heap is handed back to the system when nothing else changes
@@ -131,17 +147,19 @@ def trim_heap() -> None:
         pass
 
 
-def lenient_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """The inference service's handlers, with request bytes that do not parse handed to the servicer as
-    Undecodable (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admission: Admission,
+                     metrics: Metrics) -> grpc.GenericRpcHandler:
+    """The inference service's async handlers (each admits its call, then runs the servicer's method in `pool`),
+    with request bytes that do not parse handed to the servicer as Undecodable (answered INVALID_ARGUMENT)
+    instead of gRPC's INTERNAL."""
     service = pb.DESCRIPTOR.services_by_name["InferenceService"]
     handlers = {}
     for method in service.methods:
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name), request_deserializer=_parse(request_cls),
-            response_serializer=response_cls.SerializeToString)
+            threaded_handler(method.name, getattr(servicer, method.name), pool, admission, metrics),
+            request_deserializer=_parse(request_cls), response_serializer=response_cls.SerializeToString)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
@@ -157,7 +175,7 @@ def _parse(cls: Any) -> Any:
 
 def start(settings: Settings) -> Running:
     metrics = Metrics()
-    outcomes = OutcomeTracker(metrics, settings.outcome_capacity)
+    outcomes = outcomes_from_settings(metrics, settings)
 
     def on_version(model: str, version: str, event: str) -> None:
         metrics.loads.labels(model, event).inc()
@@ -167,21 +185,9 @@ def start(settings: Settings) -> Running:
 
     repo = Repository(settings.resolved_repository(), settings.session_threads, listener=on_version,
                       batching=BatchPolicy(settings.batch_max_rows, settings.batch_max_wait_us,
-                                           metrics.observe_batch))
+                                           metrics.observe_batch), state_dir=settings.state_dir)
     repo.load_all()
     metrics.registry.register(DriftCollector(repo.loaded))
-    options = [("grpc.max_receive_message_length", settings.max_message_bytes),
-               ("grpc.max_send_message_length", settings.max_message_bytes),
-               ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)]  # clients keepalive every 30s
-    # Beyond max_concurrent_rpcs (running plus queued for a worker thread) calls get RESOURCE_EXHAUSTED at once.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
-                         options=options, maximum_concurrent_rpcs=max(settings.max_concurrent_rpcs, 1))
-    server.add_generic_rpc_handlers((lenient_handlers(
-        InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)),))
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     tls = None
     if settings.tls_cert or settings.tls_key:
         if not (settings.tls_cert and settings.tls_key):
@@ -189,11 +195,20 @@ def start(settings: Settings) -> Running:
         tls = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     elif settings.tls_client_ca:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-    address = f"{settings.host}:{settings.port}"
-    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    running = Running(server, port, None, None, repo, metrics, health_servicer)
+    loop = LoopThread()
+    pool = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc")
+    try:
+        health_state = SharedHealth(loop)
+        servicer = InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)
+        handlers = lenient_handlers(servicer, pool, Admission(settings.max_concurrent_rpcs), metrics)
+        server, port = loop.run(_inference_server(settings, handlers, health_state, tls))
+        running = Running(server, port, None, None, repo, metrics, health_state, loop, pool)
+        if settings.health_port >= 0:
+            running.health_server, running.health_port = loop.run(_health_server(settings, health_state))
+    except BaseException:
+        loop.close()
+        pool.shutdown(wait=False)
+        raise
     running.refresh()
     if settings.admin_port >= 0:
         interceptors = [BearerToken(settings.admin_token)] if settings.admin_token else []
@@ -216,20 +231,74 @@ def start(settings: Settings) -> Running:
     if settings.metrics_port >= 0:
         running._metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host)
         running.metrics_port = running._metrics_server.server_port
-    server.start()
+    loop.run(server.start())
+    if running.health_server is not None:
+        loop.run(running.health_server.start())
     if settings.poll_seconds > 0:
         running.watch(settings.poll_seconds)
-    log.info("serving %s on %s:%d (metrics on %s, admin on %s), models: %s", SERVICE_NAME, settings.host, port,
-             running.metrics_port, running.admin_port, {m: rt.version for m, rt in repo.serving().items()})
+    models = {m: rt.version for m, rt in repo.serving().items()}
+    log.info("serving %s on %s:%d (metrics on %s, admin on %s, health on %s), models: %s", SERVICE_NAME,
+             settings.host, port, running.metrics_port, running.admin_port, running.health_port,
+             " ".join(f"{m}={v}" for m, v in models.items()), extra={"models": models})
     return running
 
 
-def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_seconds."""
+# Per connection, calls open at once: 4x the 64 that ghz and the Go client multiplex on one connection. A client
+# holding half-open calls (headers, never the request) costs a stream each, no thread (transport.py); this bounds
+# how many one connection can hold, and connection age bounds for how long.
+MAX_STREAMS_PER_CONNECTION = 256
+# After 30 min a connection is asked to go away (clients reconnect transparently); calls still open 1 min later
+# (such as half-open ones) are cut. Also spreads long-lived clients over replicas.
+MAX_CONNECTION_AGE_MS = 30 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
+
+
+async def _inference_server(settings: Settings, handlers: grpc.GenericRpcHandler, health_state: SharedHealth,
+                            tls: CertificateFiles | None) -> tuple[grpc.aio.Server, int]:
+    """Made on the loop. No maximum_concurrent_rpcs: gRPC's would count health calls and shed them with the rest;
+    inference calls are admitted by the handlers instead."""
+    options = [("grpc.max_receive_message_length", settings.max_message_bytes),
+               ("grpc.max_send_message_length", settings.max_message_bytes),
+               ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # clients keepalive every 30s
+               ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+               ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+               ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS)]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((handlers,))
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.port}"
+    return server, _bound(server, address, tls)
+
+
+async def _health_server(settings: Settings, health_state: SharedHealth) -> tuple[grpc.aio.Server, int]:
+    """grpc.health.v1 alone, plaintext, for probes that cannot speak TLS (Kubernetes' grpc probes)."""
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 16)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
+    return server, _bound(server, f"{settings.health_host}:{settings.health_port}", None, "health")
+
+
+def _bound(server: grpc.aio.Server, address: str, tls: CertificateFiles | None, what: str = "") -> int:
+    try:
+        port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    except RuntimeError:  # grpc.aio raises where the sync server returns 0
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}" + (f" ({what})" if what else ""))
+    return port
+
+
+def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_seconds. `ready` is called once
+    serving (the supervisor of `--workers` tells a worker that failed at start from one that died later)."""
     running = start(settings)
     print(f"dwcp-inference serving on {settings.host}:{running.port}"
           + (f", metrics on :{running.metrics_port}/metrics" if running.metrics_port else "")
-          + (f", admin on {settings.admin_host}:{running.admin_port}" if running.admin_port else ""), flush=True)
+          + (f", admin on {settings.admin_host}:{running.admin_port}" if running.admin_port else "")
+          + (f", health on {settings.health_host}:{running.health_port}" if running.health_port else ""), flush=True)
+    if ready is not None:
+        ready()
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -5,6 +5,7 @@ metrics are handled once, in `rpc`."""
 from __future__ import annotations
 
 import functools
+import math
 import logging
 from dataclasses import dataclass
 import time
@@ -16,8 +17,8 @@ from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.features import FeatureError
 
-from . import convert, decisions
-from .errors import DeadlineExpired, InferenceError, InvalidInput
+from . import convert, deadline, decisions
+from .errors import DeadlineExpired, InferenceError, InvalidInput, NonFiniteOutput
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
@@ -47,7 +48,14 @@ def rpc(method: Callable) -> Callable:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:  # the caller gave up while it queued: do not compute
                 raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
-            response = method(self, request, context)
+            token = deadline.start(remaining)  # checked again before the model runs (runtime, batching)
+            try:
+                response = method(self, request, context)
+            finally:
+                deadline.end(token)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # computed too late: not answered, not counted OK
+                raise DeadlineExpired(f"{name}: the deadline passed while the call was computed")
             if hasattr(response, "model") and response.model.name:
                 self.metrics.child(self.metrics.latency, name, response.model.name, response.model.version).observe(
                     time.perf_counter() - start)
@@ -60,7 +68,10 @@ def rpc(method: Callable) -> Callable:
             code = grpc.StatusCode.INTERNAL
             context.abort(code, f"{name}: internal error, see the server log")
         finally:
-            self.metrics.child(self.metrics.requests, name, code.name).inc()
+            if getattr(self, "ADMIN_RPCS", False):  # apart from inference: requests_total feeds the HPA
+                self.metrics.observe_admin(name, code.name, time.perf_counter() - start)
+            else:
+                self.metrics.child(self.metrics.requests, name, code.name).inc()
 
     return wrapper
 
@@ -86,6 +97,10 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             return decide(rt, batch.columns)
         except FeatureError as e:
             raise batch.invalid(e) from None
+        except NonFiniteOutput as e:
+            self.metrics.child(self.metrics.nonfinite, e.model, e.version).inc()
+            log.error("%s", e)
+            raise
 
     def _batch(self, rpc_name: str, items: Sequence, field: str) -> None:
         convert.check_batch(items, field, self.max_batch)
@@ -178,6 +193,17 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     # ------------------------------------------------------------ outcomes
 
+    def _bandwidth_range(self) -> tuple[float, float]:
+        """A NetworkSample's valid bandwidth_mbps, as the serving bandwidth version's raw fields declare it."""
+        try:
+            fields = self.repo.get("bandwidth_predictor").meta.raw_fields
+        except InferenceError:  # no version loaded: finite and > 0 only
+            fields = []
+        for f in fields:
+            if f.name == "bandwidth_mbps":
+                return (-math.inf if f.min is None else f.min), (math.inf if f.max is None else f.max)
+        return -math.inf, math.inf
+
     @rpc
     def ReportOutcome(self, request: pb.ReportOutcomeRequest, context) -> pb.ReportOutcomeResponse:
         if not request.prediction_id:
@@ -185,13 +211,18 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         kind = request.WhichOneof("outcome") or ""
         if kind == "actual_network":
             actual: Any = request.actual_network.bandwidth_mbps
+            lo, hi = self._bandwidth_range()
+            if not (math.isfinite(actual) and actual > 0 and lo <= actual <= hi):
+                raise InvalidInput(f"actual_network.bandwidth_mbps: expected a finite number > 0 and <= {hi:g} "
+                                   f"(the error is relative to it), got {actual:g}")
         elif kind == "best_choice":
             actual = (convert.codec_name(request.best_choice.codec, "best_choice.codec"), request.best_choice.level), {}
         elif kind == "compression_times":
             times = {}
             for i, t in enumerate(request.compression_times.times):
-                if not t.seconds > 0:
-                    raise InvalidInput(f"compression_times.times[{i}].seconds: expected > 0, got {t.seconds}")
+                if not (t.seconds > 0 and math.isfinite(t.seconds)):
+                    raise InvalidInput(f"compression_times.times[{i}].seconds: expected a finite number > 0, "
+                                       f"got {t.seconds:g}")
                 times[(convert.codec_name(t.codec, f"compression_times.times[{i}].codec"), t.level)] = t.seconds
             if not times:
                 raise InvalidInput("compression_times.times: expected at least one measured choice, got none")

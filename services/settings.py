@@ -18,7 +18,8 @@ def bundled_models() -> Path:
 @dataclass
 class Settings:
     repository: Path | None = None      # None: the bundled models
-    host: str = "0.0.0.0"
+    state_dir: Path | None = None       # admin state (each model's policy.json); None: in the repository
+    host: str = "127.0.0.1"             # the inference port: loopback unless chosen (the image sets 0.0.0.0)
     port: int = 50051                   # 0 picks a free port
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464            # 0 picks a free port; -1 disables /metrics
@@ -35,12 +36,18 @@ class Settings:
     tls_cert: Path | None = None        # PEM certificate chain: TLS on the inference and admin ports
     tls_key: Path | None = None         # PEM private key
     tls_client_ca: Path | None = None   # PEM CA: mutual TLS, clients must present a certificate it signed
-    max_concurrent_rpcs: int = 32       # RPCs admitted at once per worker (running or queued); beyond:
-                                        # RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int = 32       # inference RPCs admitted at once per worker (running or queued);
+                                        # beyond: RESOURCE_EXHAUSTED. Health and reflection never count.
+    health_host: str = "0.0.0.0"        # the health port tells only SERVING / NOT_SERVING
+    health_port: int = -1               # plaintext grpc.health.v1 only (probes when TLS is on); -1: off
     max_window: int = 1024              # samples accepted in one history or window
-    outcome_capacity: int = 100_000     # predictions remembered for ReportOutcome (20 bytes each)
+    outcome_capacity: int = 100_000     # deprecated, ignored: prediction ids are signed, nothing is remembered
+    outcome_key_file: Path | None = None  # key (>= 16 bytes) signing prediction ids; share it across replicas
+    outcome_max_age_seconds: float = 86400.0  # outcomes for older prediction ids are NOT_FOUND "expired"
     batch_max_rows: int = 256           # micro-batching: rows per onnxruntime call; 1 turns it off
     batch_max_wait_us: int = 0          # micro-batching: extra wait for company once calls queue; 0: none
+    log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
+    log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

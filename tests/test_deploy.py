@@ -91,7 +91,10 @@ def test_deployment_is_locked_down_and_probes_grpc(overlay):
     c = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["readinessProbe"]["grpc"]["port"] == 50051 and c["livenessProbe"]["grpc"]
+    health_port = next(int(e["value"]) for e in c["env"] if e["name"] == "DWCP_INFERENCE_HEALTH_PORT")
+    assert {c[p]["grpc"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {health_port}
+    assert c["livenessProbe"]["grpc"]["service"] == "liveness"  # the process answers: neither overload nor a
+    # repository without a good version restarts a pod
     grace = next(int(e["value"]) for e in c["env"] if e["name"] == "DWCP_INFERENCE_GRACE_SECONDS")
     assert pod["terminationGracePeriodSeconds"] > grace + c["lifecycle"]["preStop"]["sleep"]["seconds"]
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
