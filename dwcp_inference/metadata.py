@@ -58,6 +58,12 @@ class ModelMetadata:
     test_vectors: list[dict[str, Any]] = field(default_factory=list)
     tolerance: float = 1e-4              # absolute, for test vectors and parity
     schema_version: int = SCHEMA_VERSION
+    # True: model.onnx computes the features itself (export/feature_graph.py). Its `inputs` are then the raw
+    # columns (float64 [N] or [N, W]; categorical fields as int64 indices into their vocabulary), it answers the
+    # features too as output `feature_output`, and each test vector carries its raw columns under "raw".
+    # False (the default, and every version exported before): `inputs` is the one feature matrix.
+    features_in_graph: bool = False
+    feature_output: str = ""
 
     @property
     def feature_names(self) -> list[str]:
@@ -83,6 +89,7 @@ class ModelMetadata:
             "sha256": self.sha256,
             "tolerance": self.tolerance,
             "test_vectors": self.test_vectors,
+            **({"features_in_graph": True, "feature_output": self.feature_output} if self.features_in_graph else {}),
         }
 
     @classmethod
@@ -105,6 +112,8 @@ class ModelMetadata:
                 decision=dict(d["decision"]), metrics=dict(d.get("metrics", {})),
                 training=dict(d.get("training", {})), sha256=str(d["sha256"]),
                 test_vectors=list(d.get("test_vectors", [])), tolerance=float(d.get("tolerance", 1e-4)),
+                features_in_graph=bool(d.get("features_in_graph", False)),
+                feature_output=str(d.get("feature_output", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MetadataError(f"invalid metadata: {type(e).__name__}: {e}") from e
@@ -116,6 +125,11 @@ class ModelMetadata:
         missing = [f.source for f in meta.features if f.source not in sources]
         if missing:
             raise MetadataError(f"features read raw fields that are not declared: {missing}")
+        if meta.features_in_graph:
+            undeclared = [t.name for t in meta.inputs if t.name not in sources]
+            if undeclared or not meta.feature_output:
+                raise MetadataError(f"features_in_graph: inputs must be raw fields (not {undeclared}) and "
+                                    f"feature_output must name the features output (got {meta.feature_output!r})")
         return meta
 
 

@@ -4,7 +4,8 @@ of our models, served through the same RPCs.
 The file is converted to ONNX (tf2onnx, skl2onnx, the torch exporter, or taken as it is), checked against the
 contract of its model kind (the input a caller's samples become, the outputs the decision rule reads), compared
 with its own framework on generated inputs, and published through the same staging-and-rename as the training
-jobs: a refused import leaves nothing in the repository.
+jobs: a refused import leaves nothing in the repository. The features are ours (identity with the scaler's
+scaling), so the published model.onnx holds them (export/feature_graph.py), checked against the framework too.
 
 What the model is fed comes from two small files the DWCP scripts already wrote: a features file naming the
 input columns in order (raw fields of NetworkSample, NodeMetrics or ConsensusSample), and a scaler as JSON (per
@@ -347,7 +348,9 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
         tolerance=tolerance)
     reference = {k: v for k, v in reference.items() if k in onnx_out}
     try:
-        return publish.publish(repository, meta, src.onnx_bytes, x, reference, exact=src.exact)
+        return publish.publish(repository, meta, src.onnx_bytes, x, reference, exact=src.exact,
+                               framework=lambda features: {k: v for k, v in src.predict(features).items()
+                                                           if k in onnx_out})
     except publish.ParityError as e:
         raise ImportRefused(f"{path}: onnxruntime and {src.framework['name']} disagree on generated inputs: {e}") \
             from None

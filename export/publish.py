@@ -5,6 +5,11 @@ ignores, and then renamed to `<repo>/<model>/<version>/` in one rename on the sa
 directory that exists is therefore complete. Versions are integers; a new one is one more than the highest.
 Version directories (and the directories publish creates) are 0755 and their files 0644, whatever the umask, so
 a server running as another user (systemd's DynamicUser, a pod's uid 10001) can read them.
+
+Every version is published with its features inside model.onnx (export/feature_graph.py): the trained model is
+checked against its framework on the held-out feature matrix, then the composed graph against features.py and
+the framework (or, when the caller gives no framework, the trained ONNX model just checked against it) on
+generated raw columns and the ends of every raw field's range. A version that fails either is not published.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from dwcp_inference import features as feats
 from dwcp_inference import metadata as md
 from dwcp_inference.metadata import ModelMetadata, TensorSpec
 
+from . import feature_graph
 from .onnx_export import output_specs
 
 MIN_PARITY_INPUTS = 256
@@ -31,8 +38,10 @@ class ParityError(AssertionError):
 
 
 def run_onnx(onnx_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The model on a feature matrix (for a model with the feature graph, its trained part)."""
     import onnxruntime as ort
 
+    onnx_bytes = feature_graph.trained_part(onnx_bytes)
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x})))
@@ -62,10 +71,18 @@ def check_parity(onnx_out: Mapping[str, np.ndarray], reference: Mapping[str, np.
     return report
 
 
+Framework = Callable[[np.ndarray], Mapping[str, np.ndarray]]  # feature matrix -> the framework's outputs
+
+
 def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: np.ndarray,
-            reference: Mapping[str, np.ndarray], exact: Sequence[str] = ()) -> Path:
-    """Check parity on held-out inputs, complete the metadata (tensor specs, sha256, test vectors, version)
-    and publish. Returns the version directory."""
+            reference: Mapping[str, np.ndarray], exact: Sequence[str] = (), framework: Framework | None = None,
+            with_features: bool = True) -> Path:
+    """Check parity on held-out inputs (the feature matrix), put the feature graph in front of the model (unless
+    `with_features` is False) and check it, complete the metadata (tensor specs, sha256, test vectors, version)
+    and publish. Returns the version directory. `onnx_bytes` may be a published version's model.onnx with its
+    feature graph (`meta` says so): its trained part is taken out and composed again."""
+    onnx_bytes = feature_graph.trained_part(onnx_bytes)  # the same, unless it already holds the features
+    meta.features_in_graph, meta.feature_output = False, ""
     if len(parity_inputs) < MIN_PARITY_INPUTS:
         raise ValueError(f"parity needs at least {MIN_PARITY_INPUTS} held-out inputs, got {len(parity_inputs)}")
     onnx_out = run_onnx(onnx_bytes, parity_inputs)
@@ -77,6 +94,8 @@ def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: n
     meta.test_vectors = [{"input": parity_inputs[i].tolist(),
                           "outputs": {k: np.asarray(v[i]).tolist() for k, v in onnx_out.items()}}
                          for i in range(TEST_VECTORS)]
+    if with_features:
+        onnx_bytes = _with_feature_graph(meta, onnx_bytes, framework, exact)
 
     model_dir = Path(repo) / meta.name
     _make_readable_dirs(model_dir)
@@ -102,6 +121,45 @@ def publish(repo: Path, meta: ModelMetadata, onnx_bytes: bytes, parity_inputs: n
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return model_dir / meta.version
+
+
+def _with_feature_graph(meta: ModelMetadata, trained: bytes, framework: Framework | None,
+                        exact: Sequence[str]) -> bytes:
+    """The composed model, parity-checked on generated raw columns and the edges of the raw fields' ranges; sets
+    the metadata's inputs, feature output and raw test vectors. Raises ParityError."""
+    from dwcp_inference.services.runtime import edge_columns, graph_feed_plan
+
+    try:
+        composed = feature_graph.compose(meta, trained).SerializeToString()
+    except feature_graph.FeatureGraphError as e:
+        raise ParityError(f"feature graph: {e}") from None
+    raw = feature_graph.sample_raw(meta, MIN_PARITY_INPUTS, np.random.default_rng(0))
+    edges = edge_columns(meta.raw_fields, meta.window)
+    if edges is not None:
+        raw = feature_graph.concat_columns(raw, {k: edges[k] for k in raw})
+    pipeline = feats.Pipeline(meta.raw_fields, meta.features)
+    pipeline.validate(raw)  # what the server would accept
+    x = feats.transform(meta.features, raw)  # the reference implementation
+    reference = dict(framework(x) if framework else run_onnx(trained, x))
+    feature_output = meta.inputs[0].name  # the trained model's input: the composed graph answers it
+    specs, _ = output_specs(composed)
+    meta.inputs = [TensorSpec.from_dict(t) for t in specs]
+    meta.features_in_graph, meta.feature_output = True, feature_output
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(composed, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(names, {n: prep(raw[n]) for n, prep in graph_feed_plan(meta)})))
+    report = check_parity({"features": got[feature_output]}, {"features": x.astype(np.float64)}, meta.tolerance)
+    report.update(check_parity(got, {k: v for k, v in reference.items() if k in got}, meta.tolerance, exact))
+    meta.metrics["parity"]["feature_graph"] = {
+        "raw_inputs": len(x), "reference": "features.py + " + ("the framework" if framework else
+                                                            "the trained ONNX model"), **report}
+    meta.test_vectors = [{"raw": {k: np.asarray(v[i]).tolist() for k, v in raw.items()},
+                          "input": x[i].tolist(),
+                          "outputs": {k: np.asarray(got[k][i]).tolist() for k in names if k != feature_output}}
+                         for i in range(TEST_VECTORS)]
+    return composed
 
 
 def _make_readable_dirs(path: Path) -> None:

@@ -1,4 +1,8 @@
-"""One loaded model version: its metadata, its verified onnxruntime session and the feature pipeline."""
+"""One loaded model version: its metadata, its verified onnxruntime session and the feature pipeline.
+
+A version whose graph holds the features (metadata `features_in_graph`, export/feature_graph.py) is fed the raw
+columns after the same validation, and answers the features beside its outputs; the Python feature pipeline
+(features.Pipeline.transform) runs only for the versions without it."""
 
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ class ModelRuntime:
 
     def __post_init__(self) -> None:
         self._constants: dict[str, Any] = {}
+        self._feed: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] | None = None
         self.drift = DriftMeter(self.meta)
         self.pipeline = features.Pipeline(self.meta.raw_fields, self.meta.features)
 
@@ -111,20 +116,32 @@ class ModelRuntime:
 
     def _verify(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != [t.name for t in self.meta.inputs[:1]] or len(inputs) != 1:
-            raise VersionRefused(f"model inputs {inputs} do not match metadata {[t.name for t in self.meta.inputs]}")
-        width = self.session.get_inputs()[0].shape[-1]
+        declared_inputs = [t.name for t in self.meta.inputs]
+        if inputs != (declared_inputs if self.meta.features_in_graph else declared_inputs[:1]) or \
+                (len(inputs) != 1 and not self.meta.features_in_graph):
+            raise VersionRefused(f"model inputs {inputs} do not match metadata {declared_inputs}")
+        features_out = next((o for o in self.session.get_outputs() if o.name == self.meta.feature_output), None)
+        width = (features_out or self.session.get_inputs()[0]).shape[-1]
         if isinstance(width, int) and width != len(self.meta.feature_names):
             raise VersionRefused(f"model takes {width} features, metadata lists {len(self.meta.feature_names)}")
         outputs = {o.name for o in self.session.get_outputs()}
-        declared = {t.name for t in self.meta.outputs}
+        declared = {t.name for t in self.meta.outputs} | ({self.meta.feature_output} if self.meta.features_in_graph
+                                                          else set())
         if outputs != declared:
             raise VersionRefused(f"model outputs {sorted(outputs)} do not match metadata {sorted(declared)}")
         if not self.meta.test_vectors:
             raise VersionRefused("metadata has no test vectors")
         for i, vec in enumerate(self.meta.test_vectors):
-            got = self.run(np.asarray([vec["input"]], dtype=np.float32))
-            for name, expected in vec["outputs"].items():
+            if self.meta.features_in_graph:
+                if "raw" not in vec:
+                    raise VersionRefused(f"test vector {i}: no raw columns (a version with the feature graph)")
+                got = self.run_raw({k: np.asarray([v]) for k, v in vec["raw"].items()})
+                got = {**got, self.meta.feature_output: got.pop(FEATURES_KEY)}
+                expected_outputs = {**vec["outputs"], self.meta.feature_output: vec["input"]}
+            else:
+                got = self.run(np.asarray([vec["input"]], dtype=np.float32))
+                expected_outputs = vec["outputs"]
+            for name, expected in expected_outputs.items():
                 want = np.asarray(expected, dtype=np.float64)
                 diff = np.abs(np.asarray(got[name][0], dtype=np.float64) - want)
                 err = float(np.max(diff / (1.0 + np.abs(want))))  # as at export (export/publish.py)
@@ -141,7 +158,7 @@ class ModelRuntime:
             return
         try:
             self.pipeline.validate(columns)
-            out = self.run(self.pipeline.transform(columns))
+            out = self.run_raw(columns) if self.meta.features_in_graph else self.run(self.pipeline.transform(columns))
         except Exception as e:  # noqa: BLE001 - any failure at a valid input is a reason to refuse
             raise VersionRefused(f"edge probe (inputs at the ends of each raw field's range): {e}") from e
         bad = nonfinite_rows(out)
@@ -164,12 +181,27 @@ class ModelRuntime:
         return value
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The model on a feature matrix (a version without the feature graph)."""
         names = [o.name for o in self.meta.outputs]
         out = dict(zip(names, self.session.run(names, {self.meta.inputs[0].name: x})))
+        return self._one_per_item(out, len(x))
+
+    def run_raw(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model on validated raw columns (a version with the feature graph): its outputs, and the features
+        it computed under FEATURES_KEY."""
+        if self._feed is None:
+            self._feed = graph_feed_plan(self.meta)
+        names = [o.name for o in self.meta.outputs] + [self.meta.feature_output]
+        values = self.session.run(names, {name: prepare(columns[name]) for name, prepare in self._feed})
+        out = dict(zip(names[:-1], values))
+        out[FEATURES_KEY] = values[-1]
+        return self._one_per_item(out, len(values[-1]))
+
+    def _one_per_item(self, out: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         for name, v in out.items():  # one answer per item, or a wrong answer would be given to someone
-            if v.shape[:1] != x.shape[:1]:
+            if v.shape[:1] != (rows,):
                 raise RuntimeError(f"{self.name} v{self.version}: output {name} has shape {v.shape} for "
-                                   f"{len(x)} input rows")
+                                   f"{rows} input rows")
         return out
 
     def infer(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -186,11 +218,38 @@ class ModelRuntime:
 
     def _infer(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.pipeline.validate(columns)
+        if self.meta.features_in_graph:  # drift is metered on the features the graph answers
+            out = self.run_raw(columns)
+            self.drift.observe(out[FEATURES_KEY])
+            return out
         x = self.pipeline.transform(columns)
         out = self.run(x)
         self.drift.observe(x)
         out[FEATURES_KEY] = x
         return out
+
+
+def graph_feed_plan(meta: ModelMetadata) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """Per input of a graph that holds the features: its name and how a validated raw column becomes its tensor
+    (numbers as float64; a categorical field's strings as int64 indices into its vocabulary)."""
+    vocabularies = {f.name: f.vocabulary for f in meta.raw_fields}
+    plan: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
+    for t in meta.inputs:
+        vocabulary = vocabularies.get(t.name, ())
+        if vocabulary:
+            plan.append((t.name, lambda col, v=vocabulary: category_indices(col, v)))
+        else:
+            plan.append((t.name, lambda col: np.asarray(col, dtype=np.float64)))
+    return plan
+
+
+def category_indices(column: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Strings to their positions in the vocabulary (-1 for a value outside it: validation refuses those first)."""
+    column = np.asarray(column)
+    out = np.full(column.shape, -1, dtype=np.int64)
+    for i, value in enumerate(vocabulary):
+        out[column == value] = i
+    return out
 
 
 def nonfinite_rows(outputs: Mapping[str, np.ndarray]) -> tuple[list[int], list[str]] | None:

@@ -170,15 +170,23 @@ def test_work_whose_caller_gave_up_is_not_computed_and_not_counted_ok(monkeypatc
     stub = _stub(running)
     rows: list[int] = []
     entered = threading.Event()
-    run = ModelRuntime.run
+    run, run_raw = ModelRuntime.run, ModelRuntime.run_raw
 
-    def slow_run(self, x):  # a slow model: the first call holds the version while the second queues
-        rows.append(len(x))
+    def slowly(rows_in: int) -> None:  # a slow model: the first call holds the version while the second queues
+        rows.append(rows_in)
         entered.set()
         time.sleep(3)
+
+    def slow_run(self, x):  # a version without the feature graph
+        slowly(len(x))
         return run(self, x)
 
+    def slow_run_raw(self, columns):  # a version with it
+        slowly(len(next(iter(columns.values()))))
+        return run_raw(self, columns)
+
     monkeypatch.setattr(ModelRuntime, "run", slow_run)
+    monkeypatch.setattr(ModelRuntime, "run_raw", slow_run_raw)
     try:
         request = pb.PredictBandwidthRequest(history=link_history())
         codes = []
