@@ -7,7 +7,16 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: serve test setup protos protos-check models lock audit clean
+.PHONY: serve test setup protos protos-check models lock audit clean native-wheel
+
+# The native request decoder (native/: Rust, PyO3, prost; services/decode.py) is built into a venv where cargo
+# is on PATH; without cargo the server decodes requests in Python (--decoder auto says which in its start line).
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs native/src/gen/*.rs)
+define install_native
+	@if command -v cargo >/dev/null 2>&1; then \
+		$(1)/bin/pip install --quiet ./native && touch $(1)/.native; \
+	else echo "no cargo: the native request decoder is not built; requests are decoded in Python"; fi
+endef
 
 # A lean environment with only the server's dependencies (no torch), serving the bundled models.
 $(SERVE_VENV)/.done: pyproject.toml requirements/server.txt
@@ -16,7 +25,10 @@ $(SERVE_VENV)/.done: pyproject.toml requirements/server.txt
 	$(SERVE_VENV)/bin/pip install --quiet -c requirements/server.txt .
 	touch $@
 
-serve: $(SERVE_VENV)/.done
+$(SERVE_VENV)/.native: $(SERVE_VENV)/.done $(NATIVE_SOURCES)
+	$(call install_native,$(SERVE_VENV))
+
+serve: $(SERVE_VENV)/.native
 	$(SERVE_VENV)/bin/dwcp-inference serve --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # The development environment: server, training (torch, scikit-learn) and test tools.
@@ -26,7 +38,10 @@ $(VENV)/.done: pyproject.toml requirements/dev.txt
 	$(VENV)/bin/pip install --quiet -c requirements/dev.txt -e '.[train,dev,keras]'
 	touch $@
 
-setup: $(VENV)/.done
+$(VENV)/.native: $(VENV)/.done $(NATIVE_SOURCES)
+	$(call install_native,$(VENV))
+
+setup: $(VENV)/.native
 	scripts/install_system_deps.sh
 
 test: setup
@@ -38,9 +53,18 @@ protos: $(VENV)/.done
 	scripts/gen_protos.sh $(VENV)/bin/python
 	scripts/install_go_tools.sh
 	scripts/gen_go_protos.sh
+	@if command -v cargo >/dev/null 2>&1; then \
+		cd native/codegen && PROTOC="$(CURDIR)/native/codegen/protoc.sh" PYTHON="$(CURDIR)/$(VENV)/bin/python" \
+			cargo run --quiet --locked; \
+	else echo "no cargo: native/src/gen not regenerated"; fi
+
+# The native decoder as a wheel in native/dist (deploy/docker/build.sh copies it into the image).
+native-wheel: $(VENV)/.done
+	rm -rf native/dist
+	$(VENV)/bin/pip wheel --quiet --no-deps --wheel-dir native/dist ./native
 
 protos-check: protos
-	git diff --exit-code -- dwcp_inference/api clients/go/gen || (echo "generated stubs are stale: run make protos" && exit 1)
+	git diff --exit-code -- dwcp_inference/api clients/go/gen native/src/gen || (echo "generated stubs are stale: run make protos" && exit 1)
 
 # Retrain the bundled default models (about 5 minutes on 2 cores) and their report.
 models: $(VENV)/.done

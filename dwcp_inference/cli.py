@@ -134,7 +134,8 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-CHOICES = {"log_level": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "log_format": ["text", "json"]}  # logs.py
+CHOICES = {"log_level": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "log_format": ["text", "json"],  # logs.py
+           "decoder": ["auto", "native", "python"]}  # services/decode.py
 SECRETS = {"admin_token"}  # never printed, not even in --help
 
 
@@ -205,6 +206,13 @@ def _check_settings(s: Any) -> None:
                 raise ConfigError(f"--{name.replace('_', '-')} {path}: cannot read it: {e.strerror or e}") from None
     if s.workers > 1 and s.port == 0:
         raise ConfigError("--workers: every worker must listen on the same port: set --port, not 0")
+    if s.decoder == "native":
+        from dwcp_inference.services import decode
+
+        try:
+            decode.choose(s.decoder)
+        except ValueError as e:
+            raise ConfigError(f"{e} (DWCP_INFERENCE_DECODER)") from None
 
 
 def _serve(args: argparse.Namespace) -> int:

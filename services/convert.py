@@ -1,12 +1,13 @@
-"""Messages to raw columns and answers to messages. Structural checks (lengths, enums, empty batches) happen
-here; value checks happen in the feature layer, whose errors `field_path` names as the caller's field."""
+"""Decoded requests (decode.py: columns, from either decoder) to the raw columns a version reads, and answers to
+messages. Structural checks (lengths, enums, empty batches, missing custom values) happen here, over the columns,
+with a message made only for the first failure; value checks happen in the feature layer, whose errors `Batch`
+names as the caller's field."""
 
 from __future__ import annotations
 
 import math
 import time
-from operator import attrgetter
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,6 +17,9 @@ from dwcp_inference.features import FeatureError, PayloadTraits
 
 from . import decisions
 from .errors import InvalidInput
+
+if TYPE_CHECKING:
+    from .decode import Queries, Samples
 
 NETWORK_FIELDS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms", "time_of_day", "day_of_week")
 NODE_FIELDS = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations",
@@ -53,50 +57,48 @@ def check_batch(items: Sequence, field: str, max_batch: int) -> None:
 CUSTOM = "custom."  # a raw field "custom.<name>" is read from the message's `custom` map
 
 
-def _value(sample, field: str, where: Callable[[], str]) -> float | str:
-    if field.startswith(CUSTOM):
-        key = field[len(CUSTOM):]
-        if key not in sample.custom:
-            raise InvalidInput(f"{where()}.custom[{key!r}]: missing (this model version reads it)")
-        return sample.custom[key]
-    return getattr(sample, field)
-
-
 def _named(field: str) -> str:
     """A raw field as the caller's message names it: custom.value -> custom['value']."""
     return f"custom[{field[len(CUSTOM):]!r}]" if field.startswith(CUSTOM) else field
 
 
-def _windows(seqs: Sequence[Sequence], window: int, fields: Sequence[str], labels: Sequence[str],
+def _windows(seqs: "Samples", window: int, fields: Sequence[str], labels: Sequence[str],
              path: Callable[[int, int], str], max_window: int) -> tuple[dict[str, np.ndarray], list[int]]:
     """The last `window` samples of each sequence as [B, W] columns, and each sequence's offset. `path(i, j)`
-    names sample j of sequence i as the caller sent it (j = -1: the sequence itself)."""
-    offsets = []
-    for i, s in enumerate(seqs):
-        if len(s) > max_window:
-            raise InvalidInput(f"{path(i, -1)}: expected at most {max_window} samples, got {len(s)}")
-        if len(s) < window:
-            raise InvalidInput(f"{path(i, -1)}: expected at least {window} samples (the model's window), got {len(s)}")
-        offsets.append(len(s) - window)
-
-    def column(f: str) -> list[list]:
-        if not f.startswith(CUSTOM):
-            return [[getattr(x, f) for x in s[o:]] for s, o in zip(seqs, offsets)]
-        return [[_value(x, f, lambda i=i, j=j: path(i, o + j)) for j, x in enumerate(s[o:])]
-                for i, (s, o) in enumerate(zip(seqs, offsets))]
+    names sample j of sequence i as the caller sent it (j = -1: the sequence itself). Checked over the columns;
+    a message is made only for the first sequence or sample that fails, in the caller's order."""
+    lengths = seqs.lengths.tolist()
+    if len(lengths) == 1:  # the single RPCs: plain integers cost less than numpy calls
+        bad = 0 if not window <= lengths[0] <= max_window else None
+        rows = np.arange(lengths[0] - window, lengths[0])[None, :]
+    else:
+        fails = (seqs.lengths > max_window) | (seqs.lengths < window)
+        bad = int(np.argmax(fails)) if fails.any() else None
+        rows = (seqs.starts + seqs.lengths - window)[:, None] + np.arange(window)  # [B, W]: each window's samples
+    if bad is not None:
+        n = lengths[bad]
+        if n > max_window:
+            raise InvalidInput(f"{path(bad, -1)}: expected at most {max_window} samples, got {n}")
+        raise InvalidInput(f"{path(bad, -1)}: expected at least {window} samples (the model's window), got {n}")
+    offsets = [n - window for n in lengths]
 
     cols: dict[str, np.ndarray] = {}
     plain = [f for f in fields if not f.startswith(CUSTOM)]
-    if plain:  # one pass over the samples, attributes read in C: the bulk of a batch's conversion
-        get = attrgetter(*plain)
-        values = np.array([get(x) for s, o in zip(seqs, offsets) for x in s[o:]], dtype=np.float64)
-        values = values.reshape(len(seqs), window, len(plain))
+    if plain:
+        values = seqs.numeric(rows, plain)
         cols.update({f: values[..., k] for k, f in enumerate(plain)})
     for f in fields:
         if f.startswith(CUSTOM):
-            cols[f] = np.array(column(f), dtype=np.float64)
+            key = f[len(CUSTOM):]
+            present, column = seqs.custom.get(key, (np.zeros(len(seqs.numbers), bool), np.zeros(len(seqs.numbers))))
+            here = present[rows]
+            if not here.all():
+                i, j = (int(k) for k in np.unravel_index(np.argmin(here), here.shape))
+                raise InvalidInput(f"{path(i, offsets[i] + j)}.custom[{key!r}]: missing (this model version "
+                                   "reads it)")
+            cols[f] = column[rows]
     for f in labels:
-        cols[f] = np.array(column(f), dtype=object).astype(str)
+        cols[f] = seqs.strings(f, rows)
     return cols, offsets
 
 
@@ -107,80 +109,88 @@ def _fields(rt_fields: Sequence, numbers: Sequence[str], labels: Sequence[str] =
     return [f.name for f in rt_fields if not f.vocabulary], [f.name for f in rt_fields if f.vocabulary]
 
 
-def network(histories: Sequence[pb.LinkHistory], window: int, single: bool, max_window: int = 1024) -> Batch:
+def network(histories: "Samples", window: int, single: bool, max_window: int = 1024) -> Batch:
     def path(i: int, j: int) -> str:
         seq = "history.samples" if single else f"histories[{i}].samples"
         return seq if j < 0 else f"{seq}[{j}]"
 
-    cols, offsets = _windows([h.samples for h in histories], window, NETWORK_FIELDS, (), path, max_window)
+    cols, offsets = _windows(histories, window, NETWORK_FIELDS, (), path, max_window)
     return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{e.field}")
 
 
-def consensus(windows: Sequence[pb.ConsensusWindow], window: int, single: bool, max_window: int = 1024,
+def consensus(windows: "Samples", window: int, single: bool, max_window: int = 1024,
               raw_fields: Sequence = ()) -> Batch:
     def path(i: int, j: int) -> str:
         seq = "window.samples" if single else f"windows[{i}].samples"
         return seq if j < 0 else f"{seq}[{j}]"
 
     numbers, labels = _fields(raw_fields, CONSENSUS_NUMBERS, CONSENSUS_LABELS)
-    cols, offsets = _windows([w.samples for w in windows], window, numbers, labels, path, max_window)
+    cols, offsets = _windows(windows, window, numbers, labels, path, max_window)
     return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{_named(e.field)}")
 
 
-def nodes(metrics: Sequence[pb.NodeMetrics], single: bool, histories: Sequence[pb.NodeHistory] = (),
-          window: int = 0, raw_fields: Sequence = (), max_window: int = 1024) -> Batch:
-    """Each item's metric vector; for a version with a window (> 1), its last `window` intervals: the history
-    sent beside it, then the current one, as [B, W] columns."""
+def nodes(metrics: "Samples", single: bool, histories: "Samples", window: int = 0, raw_fields: Sequence = (),
+          max_window: int = 1024) -> Batch:
+    """Each item's metric vector (`metrics`: one sample per item); for a version with a window (> 1), its last
+    `window` intervals: the history sent beside it, then the current one, as [B, W] columns."""
     numbers, _ = _fields(raw_fields, NODE_FIELDS)
     if window <= 1:
         def where(i: int, j: int = 0) -> str:
             return "metrics" if single else f"metrics[{i}]"
 
-        cols, _ = _windows([[m] for m in metrics], 1, numbers, (), where, max_window)
+        cols, _ = _windows(metrics, 1, numbers, (), where, max_window)
         return Batch({f: c[:, 0] for f, c in cols.items()}, lambda e: f"{where(e.index[0])}.{_named(e.field)}")
     if not single and len(histories) != len(metrics):
         raise InvalidInput(f"histories: this model version judges each item against its history: expected "
                            f"{len(metrics)} (one per item of metrics), got {len(histories)}")
-    past = [histories[0].samples] if single else [h.samples for h in histories]
+    past = histories.lengths[:1] if single else histories.lengths
 
     def path(i: int, j: int) -> str:
-        if j == len(past[i]):
+        if j == past[i]:
             return "metrics" if single else f"metrics[{i}]"
         seq = "history.samples" if single else f"histories[{i}].samples"
         return seq if j < 0 else f"{seq}[{j}]"
 
-    seqs = [[*p, m] for p, m in zip(past, metrics)]
-    for i, s in enumerate(seqs):
-        if len(s) < window:
-            raise InvalidInput(f"{path(i, -1)}: expected at least {window - 1} earlier intervals "
-                               f"(the model's window of {window} with the current one), got {len(s) - 1}")
+    if ((past + 1) < window).any():
+        i = int(np.argmax((past + 1) < window))
+        raise InvalidInput(f"{path(i, -1)}: expected at least {window - 1} earlier intervals "
+                           f"(the model's window of {window} with the current one), got {past[i]}")
+    # each item's sequence: its history's rows, then its own metric vector's row (after all history rows)
+    both = histories.concat(metrics)
+    n_past = len(histories.numbers)
+    starts = histories.starts[:len(past)]
+    rows = np.concatenate([np.append(np.arange(s, s + n), n_past + i)
+                           for i, (s, n) in enumerate(zip(starts.tolist(), past.tolist()))])
+    seqs = both.take(rows, past + 1)
     cols, offsets = _windows(seqs, window, numbers, (), path, max_window + 1)
     return Batch(cols, lambda e: f"{path(e.index[0], offsets[e.index[0]] + e.index[1])}.{_named(e.field)}")
 
 
-def compression_queries(queries: Sequence[tuple[pb.LinkState, pb.PayloadTraits]], single: bool) -> Batch:
+def compression_queries(queries: "Queries", single: bool) -> Batch:
     def prefix(i: int) -> str:
         return "" if single else f"queries[{i}]."
 
-    cols: dict[str, list] = {k: [] for k in ("throughput_mbps", "rtt_ms", "packet_loss", "link_type", "size_bytes",
-                                             "payload_entropy", "payload_ratio")}
-    for i, (link, payload) in enumerate(queries):
-        if link.link_type not in LINK_TYPES:
+    known = np.isin(queries.link_type, list(LINK_TYPES))
+    has_sample = np.array([len(s) > 0 for s in queries.samples], dtype=bool)
+    has_traits = has_sample | (queries.has_entropy & queries.has_ratio)
+    if not (known & has_traits).all():
+        i = int(np.argmin(known & has_traits))
+        if not known[i]:
+            link_type = int(queries.link_type[i])
             raise InvalidInput(f"{prefix(i)}link.link_type: expected one of "
-                               f"{[pb.LinkType.Name(k) for k in LINK_TYPES]}, got {_enum_name(pb.LinkType, link.link_type)}")
-        if payload.sample:
-            traits = PayloadTraits.from_sample(payload.size_bytes, payload.sample)
-        elif payload.HasField("entropy_bits_per_byte") and payload.HasField("recent_compression_ratio"):
-            traits = PayloadTraits(payload.size_bytes, payload.entropy_bits_per_byte, payload.recent_compression_ratio)
-        else:
-            raise InvalidInput(f"{prefix(i)}payload: expected a sample, or both entropy_bits_per_byte and "
-                               "recent_compression_ratio")
-        for k, v in (("throughput_mbps", link.throughput_mbps), ("rtt_ms", link.rtt_ms),
-                     ("packet_loss", link.packet_loss), ("link_type", LINK_TYPES[link.link_type]),
-                     ("size_bytes", traits.size_bytes), ("payload_entropy", traits.entropy),
-                     ("payload_ratio", traits.ratio)):
-            cols[k].append(v)
-    arrays = {k: np.array(v, dtype=str if k == "link_type" else np.float64) for k, v in cols.items()}
+                               f"{[pb.LinkType.Name(k) for k in LINK_TYPES]}, got {_enum_name(pb.LinkType, link_type)}")
+        raise InvalidInput(f"{prefix(i)}payload: expected a sample, or both entropy_bits_per_byte and "
+                           "recent_compression_ratio")
+    sizes = queries.size_bytes.tolist()
+    traits = [PayloadTraits.from_sample(size, sample) if sample else PayloadTraits(size, entropy, ratio)
+              for size, sample, entropy, ratio in zip(sizes, queries.samples, queries.entropy.tolist(),
+                                                      queries.ratio.tolist())]
+    arrays = {"throughput_mbps": queries.link[:, 0].copy(), "rtt_ms": queries.link[:, 1].copy(),
+              "packet_loss": queries.link[:, 2].copy(),  # copies: the native decoder's buffers are read-only
+              "link_type": np.array([LINK_TYPES[k] for k in queries.link_type.tolist()], dtype=str),
+              "size_bytes": np.array([t.size_bytes for t in traits], dtype=np.float64),
+              "payload_entropy": np.array([t.entropy for t in traits], dtype=np.float64),
+              "payload_ratio": np.array([t.ratio for t in traits], dtype=np.float64)}
     return Batch(arrays, lambda e: f"{prefix(e.index[0])}{PAYLOAD_FIELDS.get(e.field, e.field)}")
 
 
@@ -207,10 +217,9 @@ def timestamp(seconds: float) -> Timestamp:
     return Timestamp(seconds=whole, nanos=min(int((seconds - whole) * 1e9), 999_999_999))
 
 
-def bandwidth_prediction(a: decisions.BandwidthAnswer, last_sample: pb.NetworkSample, prediction_id: str,
+def bandwidth_prediction(a: decisions.BandwidthAnswer, base: float, prediction_id: str,
                          now: float) -> pb.BandwidthPrediction:
-    ts = last_sample.timestamp
-    base = ts.seconds + ts.nanos / 1e9 if last_sample.HasField("timestamp") else now
+    """`base`: the time of the history's last sample (its timestamp, else now)."""
     return pb.BandwidthPrediction(
         predicted_bandwidth_mbps=a.bandwidth_mbps, predicted_latency_ms=a.latency_ms,
         predicted_packet_loss=a.packet_loss, predicted_jitter_ms=a.jitter_ms, confidence=a.confidence,

@@ -45,6 +45,9 @@ class Metrics:
         self.model_info = Gauge("dwcp_inference_model_info",
                                 "A loaded model version (1 when it serves by default, 0 when only on request), "
                                 "with its labels.", ["model", "version", "labels", "loaded_at"], registry=r)
+        self.decoder_info = Gauge("dwcp_inference_decoder_info",
+                                  "1 for the request decoder this process uses: native (the Rust extension) or "
+                                  "python (no compiler at install, or --decoder python).", ["decoder"], registry=r)
         self.model_serving = Gauge("dwcp_inference_model_serving",
                                    "1 when the model has a version serving by default, 0 when the repository holds "
                                    "the model but no version of it serves.", ["model"], registry=r)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -31,7 +30,8 @@ from .batching import BatchPolicy
 from .outcomes import from_settings as outcomes_from_settings
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
-from .servicers import InferenceServicer, Undecodable
+from .decode import Decoder, choose as choose_decoder
+from .servicers import InferenceServicer
 from .settings import Settings
 from .transport import Admission, LoopThread, SharedHealth, threaded_handler
 
@@ -148,10 +148,11 @@ def trim_heap() -> None:
 
 
 def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admission: Admission,
-                     metrics: Metrics) -> grpc.GenericRpcHandler:
+                     metrics: Metrics, decoder: Decoder | None = None) -> grpc.GenericRpcHandler:
     """The inference service's async handlers (each admits its call, then runs the servicer's method in `pool`),
-    with request bytes that do not parse handed to the servicer as Undecodable (answered INVALID_ARGUMENT)
-    instead of gRPC's INTERNAL."""
+    requests decoded by `decoder` (decode.py: native or python), with request bytes that do not parse handed to
+    the servicer as Undecodable (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+    decoder = decoder or Decoder("python", "chosen")
     service = pb.DESCRIPTOR.services_by_name["InferenceService"]
     handlers = {}
     for method in service.methods:
@@ -159,22 +160,15 @@ def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admiss
         response_cls = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             threaded_handler(method.name, getattr(servicer, method.name), pool, admission, metrics),
-            request_deserializer=_parse(request_cls), response_serializer=response_cls.SerializeToString)
+            request_deserializer=decoder.deserializer(request_cls),
+            response_serializer=response_cls.SerializeToString)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _parse(cls: Any) -> Any:
-    def parse(data: bytes) -> Any:
-        try:
-            return cls.FromString(data)
-        except DecodeError:
-            return Undecodable(cls.DESCRIPTOR.full_name)
-
-    return parse
-
-
 def start(settings: Settings) -> Running:
+    decoder = choose_decoder(settings.decoder)
     metrics = Metrics()
+    metrics.decoder_info.labels(decoder.name).set(1)
     outcomes = outcomes_from_settings(metrics, settings)
 
     def on_version(model: str, version: str, event: str) -> None:
@@ -200,7 +194,7 @@ def start(settings: Settings) -> Running:
     try:
         health_state = SharedHealth(loop)
         servicer = InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)
-        handlers = lenient_handlers(servicer, pool, Admission(settings.max_concurrent_rpcs), metrics)
+        handlers = lenient_handlers(servicer, pool, Admission(settings.max_concurrent_rpcs), metrics, decoder)
         server, port = loop.run(_inference_server(settings, handlers, health_state, tls))
         running = Running(server, port, None, None, repo, metrics, health_state, loop, pool)
         if settings.health_port >= 0:
@@ -237,9 +231,10 @@ def start(settings: Settings) -> Running:
     if settings.poll_seconds > 0:
         running.watch(settings.poll_seconds)
     models = {m: rt.version for m, rt in repo.serving().items()}
-    log.info("serving %s on %s:%d (metrics on %s, admin on %s, health on %s), models: %s", SERVICE_NAME,
-             settings.host, port, running.metrics_port, running.admin_port, running.health_port,
-             " ".join(f"{m}={v}" for m, v in models.items()), extra={"models": models})
+    log.info("serving %s on %s:%d (metrics on %s, admin on %s, health on %s; %s decoder, %s), models: %s",
+             SERVICE_NAME, settings.host, port, running.metrics_port, running.admin_port, running.health_port,
+             decoder.name, decoder.reason, " ".join(f"{m}={v}" for m, v in models.items()),
+             extra={"models": models, "decoder": decoder.name})
     return running
 
 

@@ -1,13 +1,13 @@
-"""The inference servicer: messages in, model answers out. Each RPC picks the model version, converts the
-message to raw columns (convert.py), lets the version decide (decisions.py) and converts back. Errors and
-metrics are handled once, in `rpc`."""
+"""The inference servicer: requests in, model answers out. Each RPC takes its request decoded to columns
+(decode.py: by the native or the python decoder, or a message from an in-process caller), picks the model version,
+checks the columns and takes the version's raw columns from them (convert.py), lets the version decide
+(decisions.py) and converts back. Errors and metrics are handled once, in `rpc`."""
 
 from __future__ import annotations
 
 import functools
 import math
 import logging
-from dataclasses import dataclass
 import time
 from typing import Any, Callable, Sequence
 
@@ -17,7 +17,8 @@ from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.features import FeatureError
 
-from . import convert, deadline, decisions
+from . import convert, deadline, decisions, decode
+from .decode import Undecodable
 from .errors import DeadlineExpired, InferenceError, InvalidInput, NonFiniteOutput
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
@@ -25,13 +26,6 @@ from .repository import Repository
 from .runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Undecodable:
-    """Request bytes that are not a serialized message of the RPC's request type."""
-
-    type_name: str
 
 
 def rpc(method: Callable) -> Callable:
@@ -43,14 +37,15 @@ def rpc(method: Callable) -> Callable:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            request = decode.parsed(request)  # the native decoder's work, in this worker thread
             if isinstance(request, Undecodable):
                 raise InvalidInput(f"request: the bytes are not a serialized {request.type_name}")
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:  # the caller gave up while it queued: do not compute
                 raise DeadlineExpired(f"{name}: the deadline passed before the call was computed")
             token = deadline.start(remaining)  # checked again before the model runs (runtime, batching)
-            try:
-                response = method(self, request, context)
+            try:  # a message (in-process callers) is decoded here; the server's deserializer decoded the bytes
+                response = method(self, decode.from_message(request), context)
             finally:
                 deadline.end(token)
             remaining = context.time_remaining()
@@ -108,49 +103,49 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     # ------------------------------------------------------------ bandwidth_predictor
 
-    def _bandwidth(self, histories: Sequence[pb.LinkHistory], selector: pb.ModelSelector, single: bool):
+    def _bandwidth(self, histories: decode.Samples, selector: decode.Selector, single: bool):
         rt = self._model("bandwidth_predictor", selector)
         answers = self._decide(decisions.bandwidth, rt,
                                convert.network(histories, rt.meta.window, single, self.max_window))
         now = convert.now()
         ids = self.outcomes.remember_many(rt.name, rt.version, [a.bandwidth_mbps for a in answers])
-        return rt, [convert.bandwidth_prediction(a, h.samples[-1], pid, now)
-                    for a, h, pid in zip(answers, histories, ids)]
+        return rt, [convert.bandwidth_prediction(a, histories.last_time(i, now), pid, now)
+                    for i, (a, pid) in enumerate(zip(answers, ids))]
 
     @rpc
-    def PredictBandwidth(self, request: pb.PredictBandwidthRequest, context) -> pb.PredictBandwidthResponse:
-        rt, preds = self._bandwidth([request.history], request.model, single=True)
+    def PredictBandwidth(self, request: decode.Bandwidth, context) -> pb.PredictBandwidthResponse:
+        rt, preds = self._bandwidth(request.histories, request.model, single=True)
         return pb.PredictBandwidthResponse(prediction=preds[0], model=_ref(rt))
 
     @rpc
-    def PredictBandwidthBatch(self, request: pb.PredictBandwidthBatchRequest, context):
+    def PredictBandwidthBatch(self, request: decode.Bandwidth, context):
         self._batch("PredictBandwidthBatch", request.histories, "histories")
         rt, preds = self._bandwidth(request.histories, request.model, single=False)
         return pb.PredictBandwidthBatchResponse(predictions=preds, model=_ref(rt))
 
     # ------------------------------------------------------------ compression_selector
 
-    def _compression(self, queries: Sequence, selector: pb.ModelSelector, single: bool):
+    def _compression(self, queries: decode.Queries, selector: decode.Selector, single: bool):
         rt = self._model("compression_selector", selector)
         answers = self._decide(decisions.compression, rt, convert.compression_queries(queries, single))
         ids = self.outcomes.remember_many(rt.name, rt.version, [a.ranked[0][:2] for a in answers])
         return rt, [convert.compression_decision(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
-    def SelectCompression(self, request: pb.SelectCompressionRequest, context) -> pb.SelectCompressionResponse:
-        rt, out = self._compression([(request.link, request.payload)], request.model, single=True)
+    def SelectCompression(self, request: decode.Compression, context) -> pb.SelectCompressionResponse:
+        rt, out = self._compression(request.queries, request.model, single=True)
         return pb.SelectCompressionResponse(decision=out[0], model=_ref(rt))
 
     @rpc
-    def SelectCompressionBatch(self, request: pb.SelectCompressionBatchRequest, context):
+    def SelectCompressionBatch(self, request: decode.Compression, context):
         self._batch("SelectCompressionBatch", request.queries, "queries")
-        rt, out = self._compression([(q.link, q.payload) for q in request.queries], request.model, single=False)
+        rt, out = self._compression(request.queries, request.model, single=False)
         return pb.SelectCompressionBatchResponse(decisions=out, model=_ref(rt))
 
     # ------------------------------------------------------------ reliability_detector
 
-    def _anomaly(self, metrics: Sequence[pb.NodeMetrics], histories: Sequence[pb.NodeHistory],
-                 selector: pb.ModelSelector, single: bool):
+    def _anomaly(self, metrics: decode.Samples, histories: decode.Samples, selector: decode.Selector,
+                 single: bool):
         rt = self._model("reliability_detector", selector)
         answers = self._decide(decisions.anomaly, rt, convert.nodes(
             metrics, single, histories, rt.meta.window, rt.meta.raw_fields, self.max_window))
@@ -158,21 +153,21 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return rt, [convert.anomaly_verdict(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
-    def DetectAnomaly(self, request: pb.DetectAnomalyRequest, context) -> pb.DetectAnomalyResponse:
-        if not request.HasField("metrics"):
+    def DetectAnomaly(self, request: decode.Anomaly, context) -> pb.DetectAnomalyResponse:
+        if not request.has_metrics:
             raise InvalidInput("metrics: expected the node's metric vector, got none")
-        rt, out = self._anomaly([request.metrics], [request.history], request.model, single=True)
+        rt, out = self._anomaly(request.metrics, request.histories, request.model, single=True)
         return pb.DetectAnomalyResponse(verdict=out[0], model=_ref(rt))
 
     @rpc
-    def DetectAnomalyBatch(self, request: pb.DetectAnomalyBatchRequest, context):
+    def DetectAnomalyBatch(self, request: decode.Anomaly, context):
         self._batch("DetectAnomalyBatch", request.metrics, "metrics")
         rt, out = self._anomaly(request.metrics, request.histories, request.model, single=False)
         return pb.DetectAnomalyBatchResponse(verdicts=out, model=_ref(rt))
 
     # ------------------------------------------------------------ consensus_latency
 
-    def _latency(self, windows: Sequence[pb.ConsensusWindow], selector: pb.ModelSelector, single: bool):
+    def _latency(self, windows: decode.Samples, selector: decode.Selector, single: bool):
         rt = self._model("consensus_latency", selector)
         answers = self._decide(decisions.high_latency, rt,
                                convert.consensus(windows, rt.meta.window, single, self.max_window,
@@ -181,12 +176,12 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return rt, [convert.latency_verdict(a, pid) for a, pid in zip(answers, ids)]
 
     @rpc
-    def DetectHighLatency(self, request: pb.DetectHighLatencyRequest, context) -> pb.DetectHighLatencyResponse:
-        rt, out = self._latency([request.window], request.model, single=True)
+    def DetectHighLatency(self, request: decode.Latency, context) -> pb.DetectHighLatencyResponse:
+        rt, out = self._latency(request.windows, request.model, single=True)
         return pb.DetectHighLatencyResponse(verdict=out[0], model=_ref(rt))
 
     @rpc
-    def DetectHighLatencyBatch(self, request: pb.DetectHighLatencyBatchRequest, context):
+    def DetectHighLatencyBatch(self, request: decode.Latency, context):
         self._batch("DetectHighLatencyBatch", request.windows, "windows")
         rt, out = self._latency(request.windows, request.model, single=False)
         return pb.DetectHighLatencyBatchResponse(verdicts=out, model=_ref(rt))

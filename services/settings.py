@@ -23,7 +23,7 @@ class Settings:
     port: int = 50051                   # 0 picks a free port
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464            # 0 picks a free port; -1 disables /metrics
-    threads: int = 8                    # threads answering RPCs in each worker process
+    threads: int = 2                    # threads computing RPCs per worker process (more only contend for the GIL)
     workers: int = 1                    # server processes on the same port (SO_REUSEPORT), supervised
     session_threads: int = 1            # onnxruntime intra-op threads per model version
     max_batch: int = 1024               # items per batch RPC
@@ -48,6 +48,7 @@ class Settings:
     batch_max_wait_us: int = 0          # micro-batching: extra wait for company once calls queue; 0: none
     log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
     log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
+    decoder: str = "auto"               # request bytes to columns: auto (native when installed), native, python
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

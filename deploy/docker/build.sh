@@ -77,6 +77,17 @@ if ! podman image exists "$base"; then
     fi
     podman import "$cache/bookworm-rootfs.tar" "$base" >/dev/null
 fi
+# The native request decoder is built here, on the host, as a wheel the Dockerfile installs: bookworm's rustc
+# (1.63) is older than pyo3 and prost need. abi3 for CPython >= 3.11, so bookworm's python3 takes it. Without
+# cargo the image decodes requests in Python (the server's start line says which).
+rm -rf native/dist
+if command -v cargo >/dev/null; then
+    py=python3; [ -x .venv/bin/python ] && py=.venv/bin/python
+    "$py" -m pip wheel --quiet --no-deps --wheel-dir native/dist ./native
+    echo "native decoder wheel: $(cd native/dist && ls ./*.whl)"
+else
+    echo "no cargo: the image decodes requests in Python"
+fi
 secret=()
 cert=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$cert" ] && secret=(--secret "id=cacert,src=$cert")

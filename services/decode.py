@@ -1,0 +1,349 @@
+"""Request bytes to raw columns: the request deserializer of each inference RPC.
+
+Two decoders make the same forms (`Bandwidth`, `Compression`, `Anomaly`, `Latency`, each holding `Samples` or
+`Queries` columns): `native`, the Rust extension `dwcp_inference_native` (prost; no Python object per sample),
+and `python`, the protobuf runtime and a walk over its messages. Neither judges a value: convert.py and the
+feature layer do, once, over the columns, so both decoders give the same answers and the same messages by
+construction. Bytes that prost refuses are handed to the protobuf runtime, which decides: they are either not a
+serialized request (`Undecodable`, INVALID_ARGUMENT) or something the runtime keeps (a known field sent with another
+wire type is an unknown field to it), decoded on the python path. Requests with entries in a `custom` map take the
+python path too (the runtime drops a map entry holding an unknown field; prost keeps it)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from dwcp_inference.api import inference_pb2 as pb
+
+from .convert import CONSENSUS_LABELS, CONSENSUS_NUMBERS, NETWORK_FIELDS, NODE_FIELDS
+
+NATIVE_MODULE = "dwcp_inference_native"
+CHOICES = ("auto", "native", "python")
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that are not a serialized message of the RPC's request type."""
+
+    type_name: str
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Request bytes as received: the event loop only receives; the worker thread decodes them (`parsed`)."""
+
+    data: bytes
+    parse: Callable[[bytes], Any]
+
+
+def parsed(request: Any) -> Any:
+    """Encoded request bytes decoded (columns, a message, or Undecodable); anything else as it is."""
+    return request.parse(request.data) if isinstance(request, Encoded) else request
+
+
+class Selector(NamedTuple):
+    version: str = ""
+    label: str = ""
+
+
+@dataclass
+class Samples:
+    """B sequences of one sample type as columns: every sample's numbers in order ([N, F], F = `fields`), each
+    sequence's length, the `custom` map's entries by key (present [N] and value [N]), string fields interned
+    (vocabulary, codes [N]), and the timestamp of each sequence's last sample (network samples)."""
+
+    fields: tuple[str, ...]
+    numbers: np.ndarray
+    lengths: np.ndarray
+    custom: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    labels: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)
+    last_timestamps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # has, seconds, nanos
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.lengths) - self.lengths
+
+    def numeric(self, rows: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """The numbers of `names` (plain fields) at `rows`: rows.shape + (len(names),)."""
+        if tuple(names) == self.fields:  # every field, in order: one gather
+            return self.numbers[rows]
+        return self.numbers[rows][..., [self.fields.index(n) for n in names]]
+
+    def strings(self, name: str, rows: np.ndarray) -> np.ndarray:
+        vocabulary, codes = self.labels[name]
+        return np.array(vocabulary, dtype=object)[codes[rows]].astype(str)
+
+    def last_time(self, i: int, default: float) -> float:
+        """The last sample's timestamp of sequence i in seconds, or `default` without one."""
+        has, seconds, nanos = self.last_timestamps
+        return int(seconds[i]) + int(nanos[i]) / 1e9 if has[i] else default
+
+    def take(self, rows: np.ndarray, lengths: np.ndarray) -> "Samples":
+        """The samples at `rows`, as sequences of `lengths`."""
+        custom = {k: (present[rows], values[rows]) for k, (present, values) in self.custom.items()}
+        labels = {k: (vocabulary, codes[rows]) for k, (vocabulary, codes) in self.labels.items()}
+        return Samples(self.fields, self.numbers[rows], lengths, custom, labels)
+
+    def concat(first, second: "Samples") -> "Samples":
+        """Both sets of rows (same type) in one Samples, these first; lengths are these then second's."""
+        n1, n2 = len(first.numbers), len(second.numbers)
+        custom = {}
+        for k in first.custom.keys() | second.custom.keys():
+            p1, v1 = first.custom.get(k, (np.zeros(n1, bool), np.zeros(n1)))
+            p2, v2 = second.custom.get(k, (np.zeros(n2, bool), np.zeros(n2)))
+            custom[k] = np.concatenate([p1, p2]), np.concatenate([v1, v2])
+        return Samples(first.fields, np.concatenate([first.numbers, second.numbers]),
+                       np.concatenate([first.lengths, second.lengths]), custom)
+
+
+@dataclass
+class Queries:
+    """SelectCompression items as columns; the payload samples stay bytes (their traits are computed in Python)."""
+
+    link: np.ndarray            # [B, 3] float64: throughput_mbps, rtt_ms, packet_loss
+    link_type: np.ndarray       # [B] int32
+    size_bytes: np.ndarray      # [B] int64
+    samples: list[bytes]
+    entropy: np.ndarray         # [B] float64, meaningful where has_entropy
+    has_entropy: np.ndarray     # [B] bool
+    ratio: np.ndarray
+    has_ratio: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.link_type)
+
+
+@dataclass
+class Bandwidth:
+    model: Selector
+    histories: Samples
+
+
+@dataclass
+class Compression:
+    model: Selector
+    queries: Queries
+
+
+@dataclass
+class Anomaly:
+    model: Selector
+    has_metrics: bool
+    metrics: Samples            # one sample per item
+    histories: Samples
+
+
+@dataclass
+class Latency:
+    model: Selector
+    windows: Samples
+
+
+# ------------------------------------------------------------------ the python decoder: messages to columns
+
+def _selector(message: Message) -> Selector:
+    return Selector(message.model.version, message.model.label)
+
+
+def _custom(samples: Sequence, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    custom: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    maps = list(map(attrgetter("custom"), samples))
+    if not any(maps):  # the common case: no custom metrics at all
+        return custom
+    for row, m in enumerate(maps):
+        for key, value in m.items():
+            present, values = custom.setdefault(key, (np.zeros(n, bool), np.zeros(n)))
+            present[row], values[row] = True, value
+    return custom
+
+
+def _samples(seqs: Sequence[Sequence], fields: tuple[str, ...], labels: tuple[str, ...] = (),
+             custom: bool = False, timestamps: bool = False) -> Samples:
+    flat = [x for s in seqs for x in s]
+    get = attrgetter(*fields)
+    numbers = np.array([get(x) for x in flat], dtype=np.float64).reshape(len(flat), len(fields))
+    out = Samples(fields, numbers, np.array([len(s) for s in seqs], dtype=np.int64))
+    if custom:
+        out.custom = _custom(flat, len(flat))
+    for name in labels:  # interned in order of first appearance, as the extension does
+        values = list(map(attrgetter(name), flat))
+        index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+        out.labels[name] = list(index), np.fromiter(map(index.__getitem__, values), np.int32, len(values))
+    if timestamps:
+        last = [s[-1].timestamp if len(s) and s[-1].HasField("timestamp") else None for s in seqs]
+        out.last_timestamps = (np.array([t is not None for t in last], dtype=bool),
+                               np.array([t.seconds if t else 0 for t in last], dtype=np.int64),
+                               np.array([t.nanos if t else 0 for t in last], dtype=np.int32))
+    return out
+
+
+def _queries(items: Sequence[tuple[pb.LinkState, pb.PayloadTraits]]) -> Queries:
+    links = [link for link, _ in items]
+    payloads = [payload for _, payload in items]
+    return Queries(
+        np.array([(x.throughput_mbps, x.rtt_ms, x.packet_loss) for x in links], dtype=np.float64).reshape(-1, 3),
+        np.array([x.link_type for x in links], dtype=np.int32),
+        np.array([p.size_bytes for p in payloads], dtype=np.int64),
+        [p.sample for p in payloads],
+        np.array([p.entropy_bits_per_byte for p in payloads], dtype=np.float64),
+        np.array([p.HasField("entropy_bits_per_byte") for p in payloads], dtype=bool),
+        np.array([p.recent_compression_ratio for p in payloads], dtype=np.float64),
+        np.array([p.HasField("recent_compression_ratio") for p in payloads], dtype=bool))
+
+
+def _network(histories: Sequence[pb.LinkHistory]) -> Samples:
+    return _samples([h.samples for h in histories], NETWORK_FIELDS, timestamps=True)
+
+
+def _nodes(seqs: Sequence[Sequence[pb.NodeMetrics]]) -> Samples:
+    return _samples(seqs, NODE_FIELDS, custom=True)
+
+
+def _consensus(windows: Sequence[pb.ConsensusWindow]) -> Samples:
+    return _samples([w.samples for w in windows], CONSENSUS_NUMBERS, CONSENSUS_LABELS, custom=True)
+
+
+FROM_MESSAGE: dict[type, Callable[[Any], Any]] = {
+    pb.PredictBandwidthRequest: lambda r: Bandwidth(_selector(r), _network([r.history])),
+    pb.PredictBandwidthBatchRequest: lambda r: Bandwidth(_selector(r), _network(r.histories)),
+    pb.SelectCompressionRequest: lambda r: Compression(_selector(r), _queries([(r.link, r.payload)])),
+    pb.SelectCompressionBatchRequest: lambda r: Compression(_selector(r),
+                                                            _queries([(q.link, q.payload) for q in r.queries])),
+    pb.DetectAnomalyRequest: lambda r: Anomaly(_selector(r), r.HasField("metrics"), _nodes([[r.metrics]]),
+                                               _nodes([r.history.samples])),
+    pb.DetectAnomalyBatchRequest: lambda r: Anomaly(_selector(r), True, _nodes([[m] for m in r.metrics]),
+                                                    _nodes([h.samples for h in r.histories])),
+    pb.DetectHighLatencyRequest: lambda r: Latency(_selector(r), _consensus([r.window])),
+    pb.DetectHighLatencyBatchRequest: lambda r: Latency(_selector(r), _consensus(r.windows)),
+}
+
+
+def from_message(request: Any) -> Any:
+    """A request message in its decoded form; anything else (already decoded, ReportOutcome's) as it is."""
+    convert_message = FROM_MESSAGE.get(type(request))
+    return convert_message(request) if convert_message else request
+
+
+# ------------------------------------------------------------------ the native decoder: its buffers to columns
+
+def _native_samples(fields: tuple[str, ...], labels: tuple[str, ...], buffers: tuple,
+                    timestamps: bool = False) -> Samples:
+    """No custom entries: the extension leaves requests with any to the python path."""
+    numbers, lengths, interned, (has, seconds, nanos) = buffers
+    numbers = np.frombuffer(numbers, dtype=np.float64).reshape(-1, len(fields))
+    out = Samples(fields, numbers, np.frombuffer(lengths, dtype=np.int64))
+    for name, (vocabulary, codes) in zip(labels, interned):
+        out.labels[name] = vocabulary, np.frombuffer(codes, dtype=np.int32)
+    if timestamps:
+        out.last_timestamps = (np.frombuffer(has, dtype=np.uint8).astype(bool), np.frombuffer(seconds, dtype=np.int64),
+                               np.frombuffer(nanos, dtype=np.int32))
+    return out
+
+
+def _native_queries(buffers: tuple) -> Queries:
+    link, kind, size, samples, entropy, has_entropy, ratio, has_ratio = buffers
+    return Queries(np.frombuffer(link, dtype=np.float64).reshape(-1, 3), np.frombuffer(kind, dtype=np.int32),
+                   np.frombuffer(size, dtype=np.int64), samples, np.frombuffer(entropy, dtype=np.float64),
+                   np.frombuffer(has_entropy, dtype=np.uint8).astype(bool), np.frombuffer(ratio, dtype=np.float64),
+                   np.frombuffer(has_ratio, dtype=np.uint8).astype(bool))
+
+
+def _net(b: tuple) -> Samples:
+    return _native_samples(NETWORK_FIELDS, (), b, timestamps=True)
+
+
+def _node(b: tuple) -> Samples:
+    return _native_samples(NODE_FIELDS, (), b)
+
+
+def _cons(b: tuple) -> Samples:
+    return _native_samples(CONSENSUS_NUMBERS, CONSENSUS_LABELS, b)
+
+
+# request type -> (the native function's name, its tuple to the decoded form)
+NATIVE: dict[type, tuple[str, Callable[[tuple], Any]]] = {
+    pb.PredictBandwidthRequest: ("decode_predict_bandwidth", lambda t: Bandwidth(Selector(*t[0]), _net(t[1]))),
+    pb.PredictBandwidthBatchRequest: ("decode_predict_bandwidth_batch",
+                                      lambda t: Bandwidth(Selector(*t[0]), _net(t[1]))),
+    pb.SelectCompressionRequest: ("decode_select_compression",
+                                  lambda t: Compression(Selector(*t[0]), _native_queries(t[1]))),
+    pb.SelectCompressionBatchRequest: ("decode_select_compression_batch",
+                                       lambda t: Compression(Selector(*t[0]), _native_queries(t[1]))),
+    pb.DetectAnomalyRequest: ("decode_detect_anomaly",
+                              lambda t: Anomaly(Selector(*t[0]), t[1], _node(t[2]), _node(t[3]))),
+    pb.DetectAnomalyBatchRequest: ("decode_detect_anomaly_batch",
+                                   lambda t: Anomaly(Selector(*t[0]), t[1], _node(t[2]), _node(t[3]))),
+    pb.DetectHighLatencyRequest: ("decode_detect_high_latency", lambda t: Latency(Selector(*t[0]), _cons(t[1]))),
+    pb.DetectHighLatencyBatchRequest: ("decode_detect_high_latency_batch",
+                                       lambda t: Latency(Selector(*t[0]), _cons(t[1]))),
+}
+
+
+# ------------------------------------------------------------------ the deserializers
+
+def python_deserializer(cls: type) -> Callable[[bytes], Any]:
+    """The message, or Undecodable; the servicer turns the message into columns (`from_message`) in its worker."""
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError:
+            return Undecodable(cls.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def native_deserializer(cls: type, module: Any) -> Callable[[bytes], Any]:
+    if cls not in NATIVE:  # ReportOutcome: a small message, not worth a native form
+        return python_deserializer(cls)
+    name, build = NATIVE[cls]
+    decode_native = getattr(module, name)
+    fallback = python_deserializer(cls)
+
+    def parse(data: bytes) -> Any:
+        buffers = decode_native(data)
+        return fallback(data) if buffers is None else build(buffers)
+
+    return lambda data: Encoded(data, parse)
+
+
+def native_module() -> Any | None:
+    try:
+        return importlib.import_module(NATIVE_MODULE)
+    except ImportError:
+        return None
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """The chosen decoder: its name (native or python) and why, and each request type's deserializer."""
+
+    name: str
+    reason: str
+    module: Any = None
+
+    def deserializer(self, cls: type) -> Callable[[bytes], Any]:
+        return native_deserializer(cls, self.module) if self.name == "native" else python_deserializer(cls)
+
+
+def choose(setting: str = "auto") -> Decoder:
+    """auto: native when the extension imports, else python; native: the extension or an error; python."""
+    if setting not in CHOICES:
+        raise ValueError(f"--decoder: expected one of {list(CHOICES)}, got {setting!r}")
+    if setting == "python":
+        return Decoder("python", "chosen")
+    module = native_module()
+    if module is not None:
+        return Decoder("native", "chosen" if setting == "native" else "auto: the extension is installed", module)
+    if setting == "native":
+        raise ValueError(f"--decoder native: the extension {NATIVE_MODULE} is not installed "
+                         "(pip install ./native needs cargo)")
+    return Decoder("python", f"auto: {NATIVE_MODULE} is not installed (pip install ./native needs cargo)")
