@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from .conftest import start_server
 
 GO_MODULE = Path(__file__).resolve().parents[1] / "clients" / "go"
 PACKAGES = ("inference", "prediction", "monitoring", "encoding", "consensus")
+# go vet ./... compiling clients/go/compat_test (DWCP's call shapes against our packages) is the compat test.
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,31 @@ def test_go_client_and_drop_in_packages_against_a_real_server(go):
     for example in ("ExampleLSTMPredictor", "ExampleInferenceDetector", "ExampleCompressionSelector",
                     "ExampleAnomalyDetector_CheckConsensusLatency"):
         assert f"--- PASS: {example}" in out
+
+
+def test_go_tests_start_their_own_server_when_none_is_named(go):
+    """Without DWCP_INFERENCE_TARGET the packages that need a server start `dwcp-inference serve` themselves."""
+    binary = Path(sys.executable).with_name("dwcp-inference")
+    env = {k: v for k, v in os.environ.items() if k != "DWCP_INFERENCE_TARGET"}
+    env["DWCP_INFERENCE_BIN"] = str(binary)
+    proc = subprocess.run([go, "test", "-count=1", "-v", "-run", "^(TestFollowsTheLink|ExampleLSTMPredictor)$",
+                           "./prediction"], cwd=GO_MODULE, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "--- PASS: TestFollowsTheLink" in out and "--- PASS: ExampleLSTMPredictor" in out and "SKIP" not in out
+    env["DWCP_INFERENCE_BIN"] = "/nonexistent/dwcp-inference"
+    proc = subprocess.run([go, "test", "-count=1", "-run", "^TestFollowsTheLink$", "./prediction"], cwd=GO_MODULE,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "/nonexistent/dwcp-inference" in proc.stdout + proc.stderr
+
+
+def test_shared_requests_and_retry_budget_under_the_race_detector(go):
+    proc = subprocess.run([go, "test", "-race", "-count=1", "-v", "-run",
+                           "^(TestSharedRequestIsNeverWritten|TestRetriesStopWhenTheBudgetIsSpent)$", "./inference"],
+                          cwd=GO_MODULE, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "DATA RACE" not in out, out[-4000:]
+    assert "--- PASS: TestSharedRequestIsNeverWritten" in out and "--- PASS: TestRetriesStopWhenTheBudgetIsSpent" in out
 
 
 def test_go_vet_and_gofmt_are_clean(go):

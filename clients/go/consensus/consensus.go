@@ -18,7 +18,7 @@ const Window = 20
 
 // AnomalyDetector keeps the recent consensus samples of one cluster and asks the service about each window.
 type AnomalyDetector struct {
-	client     *inference.Client
+	client     inference.Client
 	deployment inference.ConsensusDeployment
 	mu         sync.Mutex
 	context    *pb.ConsensusSample // the latest full metrics given to Observe
@@ -27,7 +27,7 @@ type AnomalyDetector struct {
 }
 
 // NewAnomalyDetector returns a detector for a cluster of the given deployment.
-func NewAnomalyDetector(client *inference.Client, deployment inference.ConsensusDeployment) *AnomalyDetector {
+func NewAnomalyDetector(client inference.Client, deployment inference.ConsensusDeployment) *AnomalyDetector {
 	return &AnomalyDetector{client: client, deployment: deployment,
 		context: &pb.ConsensusSample{QueueDepth: 5, ProposalsPending: 3, ProposalsCommitted: 200, QuorumSize: 3,
 			ActiveNodes: 5}}

@@ -13,12 +13,12 @@ func TestMain(m *testing.M) { servertest.Main(m) }
 
 // The DWCP call site: check each consensus round's latency.
 func ExampleAnomalyDetector_CheckConsensusLatency() {
-	client, err := inference.New(inference.WithTarget(servertest.Target()))
+	client, err := inference.New(inference.WithTarget(servertest.Target(nil)))
 	if err != nil {
 		panic(err)
 	}
 	defer client.Close()
-	ad := consensus.NewAnomalyDetector(client, inference.DefaultDeployment)
+	ad := consensus.NewAnomalyDetector(client, inference.DefaultDeployment())
 	flagged := 0
 	for i := 0; i < consensus.Window; i++ {
 		if ad.CheckConsensusLatency(10) != nil {
@@ -39,9 +39,9 @@ func ExampleAnomalyDetector_CheckConsensusLatency() {
 }
 
 func TestFeaturesInterfaceAgainstTheServer(t *testing.T) {
-	client, _ := inference.New(inference.WithTarget(servertest.Target()))
+	client, _ := inference.New(inference.WithTarget(servertest.Target(t)))
 	defer client.Close()
-	var m inference.ModelInferenceClient = client.Features(inference.DefaultDeployment)
+	var m inference.ModelInferenceClient = client.Features(inference.DefaultDeployment())
 	seq := make([]float64, 0, consensus.Window*inference.ConsensusSampleWidth)
 	for i := 0; i < consensus.Window; i++ {
 		seq = append(seq, 5, 3, 200, 10, 20, 30, 0, 3, 5)

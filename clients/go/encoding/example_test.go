@@ -15,18 +15,16 @@ func TestMain(m *testing.M) { servertest.Main(m) }
 
 // The DWCP call site: pick a codec per payload.
 func ExampleCompressionSelector() {
-	client, err := inference.New(inference.WithTarget(servertest.Target()))
-	if err != nil {
-		panic(err)
-	}
-	defer client.Close()
-	cs := encoding.NewCompressionSelector(client, nil)
+	// DWCP's call, with the service's address given as an option (or by $DWCP_INFERENCE_TARGET).
+	cs := encoding.NewCompressionSelector(encoding.ModeInternet, nil,
+		encoding.WithClientOptions(inference.WithTarget(servertest.Target(nil))))
+	defer cs.Close()
 	text := bytes.Repeat([]byte("consensus proposal committed by node-7; "), 20000)
 	noise := make([]byte, 1<<20)
 	rand.Read(noise)
 	cs.UpdateLink(encoding.Link{ThroughputMbps: 20, RTTMs: 80, PacketLoss: 0.001})
-	fmt.Println("text on a slow WAN is compressed:", cs.SelectCompression(text, encoding.ModeInternet) != encoding.None)
-	fmt.Println("noise is not zstd-max:", cs.SelectCompression(noise, encoding.ModeInternet) != encoding.ZstdMax)
+	fmt.Println("text on a slow WAN is compressed:", cs.SelectCompression(text, encoding.ModeInternet) != encoding.CompressionNone)
+	fmt.Println("noise is not zstd-max:", cs.SelectCompression(noise, encoding.ModeInternet) != encoding.CompressionZstdMax)
 	fmt.Println("fallbacks:", cs.Fallbacks())
 	// Output:
 	// text on a slow WAN is compressed: true
@@ -37,13 +35,28 @@ func ExampleCompressionSelector() {
 func TestFallsBackWhenTheServiceIsDown(t *testing.T) {
 	client, _ := inference.New(inference.WithTarget("127.0.0.1:1"), inference.WithRetries(1, 0))
 	defer client.Close()
-	always := func([]byte, encoding.NetworkMode) encoding.CompressionAlgorithm { return encoding.Brotli }
-	cs := encoding.NewCompressionSelector(client, always)
+	always := func([]byte, encoding.NetworkMode) encoding.CompressionAlgorithm { return encoding.CompressionBrotli }
+	cfg := &encoding.SelectorConfig{SmallDataSize: 0, LearningRate: 0.1}
+	cs := encoding.NewCompressionSelector(encoding.ModeDatacenter, cfg, encoding.WithClient(client), encoding.WithFallback(always))
 	sel := cs.Select([]byte("x"), encoding.ModeDatacenter)
-	if sel.Algorithm != encoding.Brotli || !sel.FromFallback || sel.Err == nil || cs.Fallbacks() != 1 {
+	if sel.Algorithm != encoding.CompressionBrotli || !sel.FromFallback || sel.Err == nil || cs.Fallbacks() != 1 {
 		t.Fatalf("got %+v with %d fallbacks", sel, cs.Fallbacks())
 	}
-	if got := encoding.NewCompressionSelector(client, nil).SelectCompression(nil, encoding.ModeHybrid); got != encoding.LZ4 {
+	hybrid := encoding.NewCompressionSelector(encoding.ModeHybrid, cfg, encoding.WithClient(client))
+	if got := hybrid.SelectCompression([]byte("y"), encoding.ModeHybrid); got != encoding.CompressionLZ4 {
 		t.Fatalf("default fallback gave %v for hybrid, want LZ4", got)
+	}
+}
+
+func TestSmallPayloadsAreNotCompressedAndNotAsked(t *testing.T) {
+	client, _ := inference.New(inference.WithTarget("127.0.0.1:1"), inference.WithRetries(1, 0))
+	defer client.Close()
+	cs := encoding.NewCompressionSelector(encoding.ModeInternet, nil, encoding.WithClient(client))
+	if sel := cs.Select(make([]byte, 100), encoding.ModeInternet); sel.Algorithm != encoding.CompressionNone || sel.FromFallback {
+		t.Fatalf("a 100-byte payload: %+v", sel)
+	}
+	if encoding.CompressionZstdMax.String() != "zstd-max" || encoding.ModeHybrid.String() != "hybrid" ||
+		encoding.GetCompressionLevel(encoding.CompressionZstdMax) != 19 {
+		t.Fatal("names or levels differ from DWCP's")
 	}
 }

@@ -33,7 +33,7 @@ func (f *flaky) PredictBandwidth(_ context.Context, req *pb.PredictBandwidthRequ
 		Prediction: &pb.BandwidthPrediction{PredictedBandwidthMbps: float64(n)}}, nil
 }
 
-func bufClient(t *testing.T, srv pb.InferenceServiceServer, opts ...Option) *Client {
+func bufClient(t *testing.T, srv pb.InferenceServiceServer, opts ...Option) Client {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	s := grpc.NewServer()

@@ -86,7 +86,7 @@ func TestVersionAndLabelSelectTheModel(t *testing.T) {
 }
 
 func TestFeatureLayoutsAreChecked(t *testing.T) {
-	m := NewFromClient(&fake{}).Features(DefaultDeployment)
+	m := NewFromClient(&fake{}).Features(DefaultDeployment())
 	ctx := context.Background()
 	if _, err := m.PredictBandwidth(ctx, make([]float64, 7)); err == nil {
 		t.Error("PredictBandwidth took 7 values, not a multiple of 6")

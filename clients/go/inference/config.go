@@ -2,7 +2,8 @@
 //
 // One method per RPC, context first. Connection settings are functional options given to New; per-call
 // variations are CallOptions. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED are retried with
-// exponential backoff; no other status is retried.
+// exponential backoff, within a retry budget shared by the client's calls (WithRetryThrottling); no other
+// status is retried.
 package inference
 
 import (
@@ -29,6 +30,11 @@ type Config struct {
 	KeepaliveTime time.Duration
 	// DialOptions are appended to the client's own.
 	DialOptions []grpc.DialOption
+	// ThrottleMaxTokens and ThrottleTokenRatio are the retry budget, as gRPC's retryThrottling: each failed
+	// attempt takes a token, each success returns ThrottleTokenRatio, and retries stop while half or fewer of
+	// the tokens remain. Default 100 and 0.1: enough for the calls in flight to a replica that dies (with 10,
+	// eight concurrent calls failing at once spent it and were not retried). ThrottleMaxTokens < 0: no budget.
+	ThrottleMaxTokens, ThrottleTokenRatio float64
 }
 
 // Option sets a Config field.
@@ -45,6 +51,12 @@ func WithRetries(maxAttempts int, backoff time.Duration) Option {
 	return func(c *Config) { c.MaxAttempts, c.Backoff = maxAttempts, backoff }
 }
 
+// WithRetryThrottling sets the retry budget shared by all calls of the client (see Config); maxTokens < 0
+// turns it off.
+func WithRetryThrottling(maxTokens, tokenRatio float64) Option {
+	return func(c *Config) { c.ThrottleMaxTokens, c.ThrottleTokenRatio = maxTokens, tokenRatio }
+}
+
 // WithTLS secures the connection with the given configuration (server CA, client certificate for mTLS).
 func WithTLS(cfg *tls.Config) Option { return func(c *Config) { c.TLS = cfg } }
 
@@ -58,7 +70,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 
 func newConfig(opts []Option) Config {
 	c := Config{Target: "127.0.0.1:50051", Timeout: 2 * time.Second, MaxAttempts: 3, Backoff: 50 * time.Millisecond,
-		KeepaliveTime: 30 * time.Second}
+		KeepaliveTime: 30 * time.Second, ThrottleMaxTokens: 100, ThrottleTokenRatio: 0.1}
 	for _, o := range opts {
 		o(&c)
 	}

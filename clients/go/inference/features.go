@@ -63,16 +63,18 @@ func Algorithm(c *pb.CompressionChoice) int {
 // ConsensusDeployment describes the cluster a consensus window comes from (values of the model's vocabulary).
 type ConsensusDeployment struct{ NetworkTier, DWCPMode, ConsensusType string }
 
-// DefaultDeployment is used when none is given: a tier-2 datacenter Raft cluster.
-var DefaultDeployment = ConsensusDeployment{NetworkTier: "tier2", DWCPMode: "datacenter", ConsensusType: "raft"}
+// DefaultDeployment is the deployment used when none is given: a tier-2 datacenter Raft cluster.
+func DefaultDeployment() ConsensusDeployment {
+	return ConsensusDeployment{NetworkTier: "tier2", DWCPMode: "datacenter", ConsensusType: "raft"}
+}
 
 // Features returns the client as a ModelInferenceClient; consensus windows are taken to come from deployment.
-func (c *Client) Features(deployment ConsensusDeployment) ModelInferenceClient {
+func (c *client) Features(deployment ConsensusDeployment) ModelInferenceClient {
 	return featureClient{c: c, deployment: deployment}
 }
 
 type featureClient struct {
-	c          *Client
+	c          Client
 	deployment ConsensusDeployment
 }
 

@@ -14,7 +14,7 @@ func FuzzFeatureLayouts(f *testing.F) {
 	f.Add(uint8(6), 500.0, 2.0)
 	f.Add(uint8(7), math.NaN(), -1.0)
 	f.Add(uint8(0), math.Inf(1), 3.5)
-	m := NewFromClient(&answerAll{}).Features(DefaultDeployment)
+	m := NewFromClient(&answerAll{}).Features(DefaultDeployment())
 	f.Fuzz(func(t *testing.T, n uint8, a, b float64) {
 		values := make([]float64, n)
 		for i := range values {

@@ -5,18 +5,23 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
-// CheckHealth asks the server's grpc.health.v1 service whether model (or, when empty, the server) is serving.
-func CheckHealth(ctx context.Context, c *Client, model string) error {
+// CheckHealth asks the server's grpc.health.v1 service whether model (or, when empty, the server) is serving:
+// nil only when the server answers SERVING. A client made by NewFromClient has no health service to ask and
+// returns FAILED_PRECONDITION.
+func (c *client) CheckHealth(ctx context.Context, model string) error {
 	if c.conn == nil {
-		return nil // a client around a caller's generated client: the caller owns its health
+		return status.Error(codes.FailedPrecondition,
+			"health unknown: this client wraps a generated client, not a connection it can ask")
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(c.cfg.Timeout, time.Second))
 	defer cancel()
 	var resp *healthpb.HealthCheckResponse
-	err := withRetry(ctx, c.cfg.MaxAttempts, c.cfg.Backoff, func(ctx context.Context) error {
+	err := withRetry(ctx, c.cfg.MaxAttempts, c.cfg.Backoff, c.throttle, func(ctx context.Context) error {
 		var err error
 		resp, err = healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: model})
 		return err
@@ -25,7 +30,7 @@ func CheckHealth(ctx context.Context, c *Client, model string) error {
 		return err
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("%q is %s", model, resp.GetStatus())
+		return fmt.Errorf("%q is %s, not SERVING", model, resp.GetStatus())
 	}
 	return nil
 }

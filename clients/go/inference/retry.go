@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -20,15 +21,59 @@ func retryable(err error) bool {
 	return false
 }
 
-// withRetry runs call until it succeeds, fails with a status that is not retryable, runs out of attempts, or
-// ctx ends. Each attempt gets what is left of ctx.
-func withRetry(ctx context.Context, attempts int, backoff time.Duration, call func(context.Context) error) error {
+// throttle is a retry budget shared by all calls of one client, with the semantics of gRPC's retryThrottling
+// (gRFC A6): every attempt that fails with a retryable status takes a token, every success gives back
+// tokenRatio, and a retry is allowed only while more than half of maxTokens remain. During an outage the
+// tokens run out and each call makes a single attempt, so retries do not multiply the load on a struggling
+// service; once calls succeed again the budget refills.
+type throttle struct {
+	mu                    sync.Mutex
+	tokens, max, perOK    float64
+	retries, denied, fail uint64
+}
+
+func newThrottle(cfg Config) *throttle {
+	if cfg.ThrottleMaxTokens <= 0 {
+		return nil
+	}
+	return &throttle{tokens: cfg.ThrottleMaxTokens, max: cfg.ThrottleMaxTokens, perOK: cfg.ThrottleTokenRatio}
+}
+
+// record accounts for one attempt's result and reports whether a retry may follow it.
+func (t *throttle) record(err error) (mayRetry bool) {
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		t.tokens = min(t.max, t.tokens+t.perOK)
+		return false
+	}
+	if !retryable(err) {
+		return false
+	}
+	t.tokens = max(0, t.tokens-1)
+	t.fail++
+	if t.tokens > t.max/2 {
+		t.retries++
+		return true
+	}
+	t.denied++
+	return false
+}
+
+// withRetry runs call until it succeeds, fails with a status that is not retryable, runs out of attempts or
+// of retry budget (t, nil for none), or ctx ends. Each attempt gets what is left of ctx.
+func withRetry(ctx context.Context, attempts int, backoff time.Duration, t *throttle, call func(context.Context) error) error {
 	var err error
 	for i := 0; i < attempts; i++ {
-		if err = call(ctx); err == nil || !retryable(err) {
+		err = call(ctx)
+		mayRetry := t.record(err)
+		if err == nil || !retryable(err) {
 			return err
 		}
-		if ctx.Err() != nil || i == attempts-1 {
+		if ctx.Err() != nil || i == attempts-1 || !mayRetry {
 			break
 		}
 		wait := backoff<<i + time.Duration(rand.Int64N(int64(backoff)+1))

@@ -2,6 +2,7 @@ package monitoring_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -16,7 +17,7 @@ func TestMain(m *testing.M) { servertest.Main(m) }
 
 // The DWCP call site: a Detector judging node metrics.
 func ExampleInferenceDetector() {
-	client, err := inference.New(inference.WithTarget(servertest.Target()))
+	client, err := inference.New(inference.WithTarget(servertest.Target(nil)))
 	if err != nil {
 		panic(err)
 	}
@@ -36,12 +37,10 @@ func ExampleInferenceDetector() {
 	// burst: true <nil> error_rate true
 }
 
-func TestTrainNeedsData(t *testing.T) {
-	client, _ := inference.New(inference.WithTarget(servertest.Target()))
-	defer client.Close()
-	d := monitoring.NewInferenceDetector(client)
-	if d.Train(context.Background(), nil) == nil {
-		t.Fatal("Train accepted no data")
+func TestTrainSaysItTrainsNothing(t *testing.T) {
+	d := monitoring.NewInferenceDetector(inference.NewFromClient(nil))
+	if err := d.Train(context.Background(), []*monitoring.MetricVector{{Latency: 20}}); !errors.Is(err, monitoring.ErrTrainedOffline) {
+		t.Fatalf("Train returned %v, want ErrTrainedOffline", err)
 	}
 	if d.Name() == "" {
 		t.Fatal("no name")
@@ -59,7 +58,7 @@ func TestToSliceOrder(t *testing.T) {
 
 // A dns:/// target balances round-robin over every address the name resolves to (a headless Service).
 func TestDNSTargetWithRoundRobin(t *testing.T) {
-	_, port, err := net.SplitHostPort(servertest.Target())
+	_, port, err := net.SplitHostPort(servertest.Target(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +79,7 @@ func TestFallbackDetectorAnswersWhenTheServiceIsDown(t *testing.T) {
 	d := monitoring.NewInferenceDetector(client)
 	d.Fallback = &monitoring.ThresholdDetector{}
 	normal := []*monitoring.MetricVector{{Latency: 20}, {Latency: 22}}
-	if err := d.Train(context.Background(), normal); err != nil {
+	if err := d.Train(context.Background(), normal); !errors.Is(err, monitoring.ErrTrainedOffline) {
 		t.Fatal(err)
 	}
 	a, err := d.Detect(context.Background(), &monitoring.MetricVector{Latency: 100, CPUUsage: 0.3})

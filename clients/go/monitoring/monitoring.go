@@ -1,12 +1,18 @@
-// Package monitoring is a drop-in replacement for DWCP's anomaly detection types, with a Detector answered by
-// the inference service's reliability model. Only the import path changes.
+// Package monitoring is a drop-in replacement for the anomaly detection of DWCP's monitoring package
+// (backend/core/network/dwcp/monitoring: anomaly_detector.go, isolation_forest.go, lstm_autoencoder.go), with
+// the same exported names, answered by the inference service's reliability_detector. Only the import path
+// changes. The rest of DWCP's monitoring package (MonitoringAPI, tracing, alerting, dashboards, SLA) is not a
+// model and is not replaced here.
 package monitoring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 	"github.com/dwcp/inference/clients/go/inference"
@@ -23,18 +29,27 @@ const (
 
 func (s SeverityLevel) String() string {
 	switch s {
+	case SeverityInfo:
+		return "info"
 	case SeverityWarning:
 		return "warning"
 	case SeverityCritical:
 		return "critical"
 	}
-	return "info"
+	return "unknown"
 }
 
-// MetricVector is one observation of a node (DWCP's type, verbatim).
+// MetricVector is one observation of a node (DWCP's type, verbatim). The service reads PacketLoss, CPUUsage,
+// MemoryUsage and ErrorRate as fractions 0..1 and Latency in ms.
 type MetricVector struct {
-	Timestamp                                                                time.Time
-	Bandwidth, Latency, PacketLoss, Jitter, CPUUsage, MemoryUsage, ErrorRate float64
+	Timestamp   time.Time
+	Bandwidth   float64
+	Latency     float64
+	PacketLoss  float64
+	Jitter      float64
+	CPUUsage    float64
+	MemoryUsage float64
+	ErrorRate   float64
 }
 
 // ToSlice returns the values in field order: Bandwidth, Latency, PacketLoss, Jitter, CPUUsage, MemoryUsage,
@@ -45,14 +60,29 @@ func (m *MetricVector) ToSlice() []float64 {
 
 // Anomaly is a detected anomaly (DWCP's type, verbatim).
 type Anomaly struct {
-	Timestamp                  time.Time
-	MetricName                 string
-	Value, Expected, Deviation float64
-	Severity                   SeverityLevel
-	Confidence                 float64
-	ModelType                  string
-	Description                string
-	Context                    map[string]interface{}
+	Timestamp   time.Time
+	MetricName  string
+	Value       float64
+	Expected    float64
+	Deviation   float64
+	Severity    SeverityLevel
+	Confidence  float64
+	ModelType   string
+	Description string
+	Context     map[string]interface{}
+}
+
+// AnomalyResult is the verdict on one metric's value (DWCP's type, verbatim).
+type AnomalyResult struct {
+	MetricName  string
+	IsAnomaly   bool
+	Severity    SeverityLevel
+	Confidence  float64
+	Value       float64
+	Expected    float64
+	Deviation   float64
+	Timestamp   time.Time
+	Description string
 }
 
 // Detector is DWCP's detector interface, verbatim.
@@ -62,15 +92,24 @@ type Detector interface {
 	Name() string
 }
 
+// ErrTrainedOffline is returned by Train: the service's models are trained offline
+// (`dwcp-inference train reliability --data nodes.csv`) and published as new versions, so there is nothing to
+// fit in-process.
+var ErrTrainedOffline = errors.New("monitoring: the reliability model is trained offline (dwcp-inference train " +
+	"reliability --data nodes.csv) and served as a new version; Train fits nothing in-process")
+
+// unmeasured are the NodeMetrics fields the model reads that a MetricVector does not carry.
+var unmeasured = []string{"timeout_rate", "latency_p99_ms", "sla_violations", "connection_failures", "disk_io_mbps"}
+
 // InferenceDetector is a Detector answered by the service's reliability_detector.
 //
-// A MetricVector carries fewer fields than the model reads: Latency is sent as the median latency, the
-// p99 as Latency x P99Ratio, and the fields it lacks (timeouts, SLA violations, connection failures, disk I/O)
-// take the values of Baseline. Callers with the full node metrics use DetectNode.
+// Detect sends what a MetricVector carries and nothing made up: ErrorRate, Latency (as the median latency),
+// PacketLoss, CPUUsage and MemoryUsage, as fractions 0..1 where the service's NodeMetrics says so. The model
+// also reads timeout_rate, latency_p99_ms, sla_violations, connection_failures and disk_io_mbps, which a
+// MetricVector lacks: the service cannot tell them from zeros (plain proto3 doubles), and every Anomaly says
+// which were not measured (Context["unmeasured_fields"]). Callers with the full node metrics use DetectNode.
 type InferenceDetector struct {
-	client   *inference.Client
-	P99Ratio float64
-	Baseline *pb.NodeMetrics
+	client inference.Client
 	// Fallback, when set, answers when the service cannot; its anomalies' ModelType starts with "fallback:".
 	Fallback  Detector
 	fallbacks atomic.Uint64
@@ -78,26 +117,23 @@ type InferenceDetector struct {
 
 var _ Detector = (*InferenceDetector)(nil)
 
-// NewInferenceDetector returns a detector using client, with a typical p99/p50 ratio of 2.7 and a quiet
-// baseline for the fields a MetricVector lacks.
-func NewInferenceDetector(client *inference.Client) *InferenceDetector {
-	return &InferenceDetector{client: client, P99Ratio: 2.7, Baseline: &pb.NodeMetrics{TimeoutRate: 0.002,
-		SlaViolations: 0, ConnectionFailures: 0, DiskIoMbps: 20}}
+// NewInferenceDetector returns a detector using client.
+func NewInferenceDetector(client inference.Client) *InferenceDetector {
+	return &InferenceDetector{client: client}
 }
 
 // Name identifies the detector.
 func (d *InferenceDetector) Name() string { return "inference:reliability_detector" }
 
-// Train fits the fallback, if any. The service's model is trained offline (dwcp-inference train reliability
-// --data nodes.csv) and served as a new version, so there is nothing else to fit in-process.
+// Train fits the fallback, if any, and returns ErrTrainedOffline (with the fallback's error, if it failed):
+// the service's model is not trained here.
 func (d *InferenceDetector) Train(ctx context.Context, normalData []*MetricVector) error {
-	if len(normalData) == 0 {
-		return fmt.Errorf("monitoring: no normal data")
-	}
 	if d.Fallback != nil {
-		return d.Fallback.Train(ctx, normalData)
+		if err := d.Fallback.Train(ctx, normalData); err != nil {
+			return errors.Join(ErrTrainedOffline, err)
+		}
 	}
-	return ctx.Err()
+	return ErrTrainedOffline
 }
 
 // Fallbacks counts the calls the fallback answered.
@@ -105,19 +141,24 @@ func (d *InferenceDetector) Fallbacks() uint64 { return d.fallbacks.Load() }
 
 // Detect returns an Anomaly when the node's metrics are anomalous, nil when they are not.
 func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anomaly, error) {
-	n := &pb.NodeMetrics{ErrorRate: m.ErrorRate, TimeoutRate: d.Baseline.GetTimeoutRate(), LatencyP50Ms: m.Latency,
-		LatencyP99Ms: m.Latency * d.P99Ratio, SlaViolations: d.Baseline.GetSlaViolations(),
-		ConnectionFailures: d.Baseline.GetConnectionFailures(), PacketLossRate: m.PacketLoss, CpuUsage: m.CPUUsage,
-		MemoryUsage: m.MemoryUsage, DiskIoMbps: d.Baseline.GetDiskIoMbps()}
+	n := &pb.NodeMetrics{ErrorRate: m.ErrorRate, LatencyP50Ms: m.Latency, PacketLossRate: m.PacketLoss,
+		CpuUsage: m.CPUUsage, MemoryUsage: m.MemoryUsage}
+	if !m.Timestamp.IsZero() {
+		n.Timestamp = timestamppb.New(m.Timestamp)
+	}
 	a, err := d.DetectNode(ctx, n)
 	if err != nil && d.Fallback != nil {
 		d.fallbacks.Add(1)
 		if a, err = d.Fallback.Detect(ctx, m); a != nil {
 			a.ModelType = "fallback:" + d.Fallback.Name()
 		}
+		return a, err
 	}
 	if a != nil {
-		a.Timestamp = m.Timestamp
+		if !m.Timestamp.IsZero() {
+			a.Timestamp = m.Timestamp
+		}
+		a.Context["unmeasured_fields"] = append([]string(nil), unmeasured...)
 	}
 	return a, err
 }

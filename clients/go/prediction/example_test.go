@@ -24,7 +24,7 @@ func history(n int, bandwidth float64) []prediction.NetworkSample {
 
 // The DWCP call site: predict, later report the actual sample, read the metrics.
 func ExampleLSTMPredictor() {
-	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	p, err := prediction.NewLSTMPredictor(servertest.Target(nil))
 	if err != nil {
 		panic(err)
 	}
@@ -48,7 +48,7 @@ func ExampleLSTMPredictor() {
 }
 
 func TestShortHistoryIsAnError(t *testing.T) {
-	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	p, err := prediction.NewLSTMPredictor(servertest.Target(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestShortHistoryIsAnError(t *testing.T) {
 }
 
 func TestReloadModelKeepsTheOldTargetOnFailure(t *testing.T) {
-	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	p, err := prediction.NewLSTMPredictor(servertest.Target(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestReloadModelKeepsTheOldTargetOnFailure(t *testing.T) {
 }
 
 func TestFollowsTheLink(t *testing.T) {
-	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	p, err := prediction.NewLSTMPredictor(servertest.Target(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,12 +89,12 @@ func TestFollowsTheLink(t *testing.T) {
 }
 
 func TestFallbackAnswersWhenTheServiceIsDown(t *testing.T) {
-	p, err := prediction.NewLSTMPredictor(servertest.Target())
+	p, err := prediction.NewLSTMPredictor(servertest.Target(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.ReloadModel(servertest.Target()); err != nil {
+	if err := p.ReloadModel(servertest.Target(t)); err != nil {
 		t.Fatal(err)
 	}
 	p.Close() // closed: every call fails

@@ -66,8 +66,9 @@ func main() {
 		fmt.Printf("anomaly: %s (%s)\n", anomaly.Description, anomaly.Severity)
 	}
 
-	selector := encoding.NewCompressionSelector(client, nil)
+	selector := encoding.NewCompressionSelector(encoding.ModeInternet, nil, encoding.WithClient(client))
+	defer selector.Close()
 	payload := []byte(fmt.Sprintf("%0200000d", 42))
-	fmt.Printf("compression for a 200 kB payload over the internet: %d\n",
+	fmt.Printf("compression for a 200 kB payload over the internet: %s\n",
 		selector.SelectCompression(payload, encoding.ModeInternet))
 }

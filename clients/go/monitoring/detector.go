@@ -1,0 +1,246 @@
+package monitoring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dwcp/inference/clients/go/inference"
+)
+
+// TargetEnv names the environment variable that gives the service's address when no option does.
+const TargetEnv = "DWCP_INFERENCE_TARGET"
+
+// ErrNoSuchModel is returned by LSTMAutoencoderModel: the service has no model over windows of MetricVectors
+// (its consensus_latency autoencoder reads consensus samples; see the consensus package).
+var ErrNoSuchModel = errors.New("monitoring: the inference service has no LSTM autoencoder over MetricVector " +
+	"windows (consensus_latency reads consensus samples: use the consensus package)")
+
+// Option says where the service is. DWCP's constructors take none; these are extra, trailing arguments.
+type Option func(*options)
+
+type options struct {
+	client     inference.Client
+	clientOpts []inference.Option
+}
+
+// WithClient makes the detector use c (the caller keeps owning it).
+func WithClient(c inference.Client) Option { return func(o *options) { o.client = c } }
+
+// WithClientOptions passes options (target, TLS, timeouts...) to the client the detector makes.
+func WithClientOptions(opts ...inference.Option) Option {
+	return func(o *options) { o.clientOpts = append(o.clientOpts, opts...) }
+}
+
+// clientFor returns the client to use: WithClient's, else a new one for the first of inference.WithTarget among
+// the options, modelPath when it is a gRPC target (a ':' and not a .onnx file), $DWCP_INFERENCE_TARGET, or
+// 127.0.0.1:50051.
+func clientFor(modelPath string, opts []Option) (inference.Client, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.client != nil {
+		return o.client, nil
+	}
+	target := "127.0.0.1:50051"
+	if t := os.Getenv(TargetEnv); t != "" {
+		target = t
+	}
+	if strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx") {
+		target = modelPath
+	}
+	return inference.New(append([]inference.Option{inference.WithTarget(target)}, o.clientOpts...)...)
+}
+
+// IsolationForestModel is DWCP's node-reliability detector, answered by the service's reliability_detector
+// (whichever model family its current version is). modelPath is a gRPC target, or a model file path, which
+// names no service (see clientFor).
+type IsolationForestModel struct {
+	*InferenceDetector
+}
+
+// IsolationTree is DWCP's exported tree type, kept so that code naming it compiles; the trees live in the
+// service's model.
+type IsolationTree struct{ _ struct{} }
+
+// IsolationNode is DWCP's exported node type, kept so that code naming it compiles.
+type IsolationNode struct{ _ struct{} }
+
+// NewIsolationForestModel returns the service-backed reliability detector.
+func NewIsolationForestModel(modelPath string, logger *zap.Logger, opts ...Option) (*IsolationForestModel, error) {
+	c, err := clientFor(modelPath, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &IsolationForestModel{NewInferenceDetector(c)}, nil
+}
+
+// LSTMAutoencoderModel is DWCP's MetricVector-window autoencoder. The service has no such model: the
+// constructor returns it with ErrNoSuchModel, and Detect and Train return ErrNoSuchModel.
+type LSTMAutoencoderModel struct{ _ struct{} }
+
+// NewLSTMAutoencoderModel returns ErrNoSuchModel (DWCP's NewAnomalyDetector logs it and goes on without it).
+func NewLSTMAutoencoderModel(modelPath string, logger *zap.Logger) (*LSTMAutoencoderModel, error) {
+	return &LSTMAutoencoderModel{}, ErrNoSuchModel
+}
+
+// Detect returns ErrNoSuchModel.
+func (*LSTMAutoencoderModel) Detect(context.Context, *MetricVector) (*Anomaly, error) {
+	return nil, ErrNoSuchModel
+}
+
+// Train returns ErrNoSuchModel.
+func (*LSTMAutoencoderModel) Train(context.Context, []*MetricVector) error { return ErrNoSuchModel }
+
+// Name identifies the detector.
+func (*LSTMAutoencoderModel) Name() string { return "lstm_autoencoder (not served)" }
+
+// DetectorConfig configures an AnomalyDetector (DWCP's type, verbatim). Here EnableIsolationForest selects the
+// service's reliability_detector and IsolationForestPath may name its target; the other detectors are not
+// models of the service and are not provided (NewAnomalyDetector logs which were asked for).
+type DetectorConfig struct {
+	EnableIsolationForest bool
+	EnableLSTM            bool
+	EnableZScore          bool
+	EnableSeasonalESD     bool
+
+	EnsembleThreshold float64
+
+	IsolationForestPath string
+	LSTMModelPath       string
+
+	ZScoreWindow    int
+	ZScoreThreshold float64
+
+	SeasonalPeriod       int
+	SeasonalMaxAnomalies int
+
+	AlertOnWarning  bool
+	AlertOnCritical bool
+}
+
+// DefaultDetectorConfig enables the service's reliability detector only.
+func DefaultDetectorConfig() *DetectorConfig {
+	return &DetectorConfig{EnableIsolationForest: true, EnsembleThreshold: 0.6, ZScoreWindow: 100,
+		ZScoreThreshold: 3, SeasonalPeriod: 24, SeasonalMaxAnomalies: 10, AlertOnWarning: true, AlertOnCritical: true}
+}
+
+// AnomalyDetector runs the configured detectors on node metrics (DWCP's type and method set).
+type AnomalyDetector struct {
+	config    *DetectorConfig
+	logger    *zap.Logger
+	detectors []Detector
+
+	mu      sync.RWMutex
+	enabled bool
+}
+
+// NewAnomalyDetector builds the detector: the service's reliability_detector when EnableIsolationForest.
+// Where the service is: opts, else IsolationForestPath when it is a gRPC target, else $DWCP_INFERENCE_TARGET.
+func NewAnomalyDetector(config *DetectorConfig, logger *zap.Logger, opts ...Option) (*AnomalyDetector, error) {
+	if config == nil {
+		config = DefaultDetectorConfig()
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	ad := &AnomalyDetector{config: config, logger: logger, enabled: true}
+	if config.EnableIsolationForest {
+		m, err := NewIsolationForestModel(config.IsolationForestPath, logger, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("monitoring: reliability detector: %w", err)
+		}
+		ad.detectors = append(ad.detectors, m)
+	}
+	for name, asked := range map[string]bool{"lstm_autoencoder": config.EnableLSTM, "zscore": config.EnableZScore,
+		"seasonal_esd": config.EnableSeasonalESD} {
+		if asked {
+			logger.Warn("detector not provided by the inference drop-in; running without it", zap.String("detector", name))
+		}
+	}
+	return ad, nil
+}
+
+// Detect runs every detector and returns the anomalies they found (nil when disabled). A detector's error is
+// logged and the others' answers returned; when every detector failed, the first error is returned.
+func (ad *AnomalyDetector) Detect(ctx context.Context, metrics *MetricVector) ([]*Anomaly, error) {
+	ad.mu.RLock()
+	enabled := ad.enabled
+	ad.mu.RUnlock()
+	if !enabled {
+		return nil, nil
+	}
+	var found []*Anomaly
+	var firstErr error
+	failed := 0
+	for _, d := range ad.detectors {
+		a, err := d.Detect(ctx, metrics)
+		if err != nil {
+			failed++
+			firstErr = cmpOr(firstErr, err)
+			ad.logger.Error("detector error", zap.String("detector", d.Name()), zap.Error(err))
+			continue
+		}
+		if a != nil {
+			found = append(found, a)
+		}
+	}
+	if failed > 0 && failed == len(ad.detectors) {
+		return nil, firstErr
+	}
+	return found, nil
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// Train returns ErrTrainedOffline: the service's models are trained offline.
+func (ad *AnomalyDetector) Train(ctx context.Context, normalData []*MetricVector) error {
+	return ErrTrainedOffline
+}
+
+// DetectAnomaly judges one metric's value by our range rule, not a model (no model reads a lone value):
+// a negative value of any metric, or a fraction metric (packet_loss, error_rate, cpu_usage, memory_usage)
+// above 1, is a critical anomaly with confidence 1; anything else is not an anomaly.
+func (ad *AnomalyDetector) DetectAnomaly(metricName string, value float64) *AnomalyResult {
+	r := &AnomalyResult{MetricName: metricName, Value: value, Timestamp: time.Now(),
+		Description: fmt.Sprintf("%s = %.4g within its range", metricName, value)}
+	ad.mu.RLock()
+	enabled := ad.enabled
+	ad.mu.RUnlock()
+	if !enabled {
+		r.Description = "detection disabled"
+		return r
+	}
+	limit := map[string]float64{"packet_loss": 1, "error_rate": 1, "cpu_usage": 1, "memory_usage": 1}
+	if hi, bounded := limit[metricName]; value < 0 || (bounded && value > hi) {
+		r.IsAnomaly, r.Severity, r.Confidence = true, SeverityCritical, 1
+		r.Description = fmt.Sprintf("%s = %.4g is outside its possible range", metricName, value)
+	}
+	return r
+}
+
+// Enable turns detection on.
+func (ad *AnomalyDetector) Enable() {
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	ad.enabled = true
+}
+
+// Disable turns detection off: Detect returns nothing.
+func (ad *AnomalyDetector) Disable() {
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	ad.enabled = false
+}
