@@ -16,7 +16,7 @@ import grpc
 
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
-from .requests import BATCH_FORMS, request
+from .requests import BATCH_FORMS, method, request
 
 
 class _Context:
@@ -48,18 +48,34 @@ MODELS = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compr
           "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}
 
 
-def model_input(servicer: Any, rpc: str, batch: int) -> tuple[Any, Any]:
-    """(the model version, the input tensor) our servicer computes for the benchmark request of `rpc`: what the
-    in-process row runs and what the peer is sent."""
+class _Capture:
+    """Stands in for a version's onnxruntime session for one call, keeping what it was asked to run."""
+
+    def __init__(self, session: Any):
+        self.session, self.calls = session, []
+
+    def run(self, names: Any, feed: Any, *args: Any) -> Any:
+        self.calls.append((names, feed))
+        return self.session.run(names, feed, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def model_input(servicer: Any, case: str, batch: int) -> tuple[Any, list[str], dict[str, Any]]:
+    """(the onnxruntime session, its output names, its input feed) our servicer runs for the benchmark request of
+    `case`: the model alone (with its features when the version holds them in its graph), what the in-process row
+    runs and what the peer is sent."""
+    rpc = method(case)
     rt = servicer.repo.get(MODELS[rpc])
-    captured = []
-    run = rt.run
-    rt.run = lambda x: (captured.append(x), run(x))[1]
+    session = rt.session
+    capture = rt.session = _Capture(session)
     try:
-        getattr(servicer, rpc if batch == 1 else BATCH_FORMS[rpc])(request(rpc, batch), _Context())
+        getattr(servicer, rpc if batch == 1 else BATCH_FORMS[rpc])(request(case, batch), _Context())
     finally:
-        del rt.run  # the class's method again
-    return rt, captured[-1]
+        rt.session = session
+    names, feed = capture.calls[-1]
+    return session, list(names), dict(feed)
 
 
 class Floor(pb_grpc.InferenceServiceServicer):

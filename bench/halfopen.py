@@ -1,7 +1,7 @@
 """Half-open calls: a normal client's latency while another client holds calls open without ever sending the
 request (headers only), against idle. Prints p50 and p99 both ways and the p99 ratio (issue 15 wants <= 3x).
 
-    python -m dwcp_inference.bench.halfopen [--seconds 5] [--held 32] [--threads 8] [--json]
+    python -m dwcp_inference.bench.halfopen [--seconds 5] [--held N] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.bench import ghz
 from dwcp_inference.bench.requests import request as bench_request
 from dwcp_inference.bench.suite import free_port, stop, wait_ready
+from dwcp_inference.services.settings import Settings
 
 
 def hold(target: str, count: int, release: threading.Event) -> tuple[grpc.Channel, list]:
@@ -40,7 +41,8 @@ def hold(target: str, count: int, release: threading.Event) -> tuple[grpc.Channe
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--threads", type=int, default=8, help="the server's --threads (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=Settings().threads,
+                        help="the server's --threads (default %(default)s, serve's)")
     parser.add_argument("--held", type=int, default=0, help="half-open calls held (default: 4x --threads)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from . import ghz
 from .floor_python import MODELS
+from .requests import method
 from .suite import free_port, pinned, stop
 
 HERE = Path(__file__).resolve().parent / "mlserver-peer"
@@ -56,14 +57,22 @@ def _servicer() -> Any:
     return _our_answers()  # the bundled models, loaded once
 
 
-def infer_request(rpc: str, batch: int = 1) -> dict[str, Any]:
-    """The V2 request carrying the features our server computes for the same request."""
+V2_TYPES = {"float32": ("FP32", "fp32_contents"), "float64": ("FP64", "fp64_contents"),
+            "int64": ("INT64", "int64_contents"), "int32": ("INT32", "int_contents"), "bool": ("BOOL", "bool_contents")}
+
+
+def infer_request(case: str, batch: int = 1) -> dict[str, Any]:
+    """The V2 request carrying the model inputs our server computes for the same request (its features, or the
+    prepared raw columns of a version holding its features in its graph)."""
     from .floor_python import model_input
 
-    rt, x = model_input(_servicer(), rpc, batch)
-    return {"model_name": MODELS[rpc], "inputs": [{"name": rt.meta.inputs[0].name, "datatype": "FP32",
-                                                   "shape": list(x.shape),
-                                                   "contents": {"fp32_contents": x.ravel().tolist()}}]}
+    _, _, feed = model_input(_servicer(), case, batch)
+    inputs = []
+    for name, x in feed.items():
+        datatype, contents = V2_TYPES[str(x.dtype)]
+        inputs.append({"name": name, "datatype": datatype, "shape": list(x.shape),
+                       "contents": {contents: x.ravel().tolist()}})
+    return {"model_name": MODELS[method(case)], "inputs": inputs}
 
 
 @contextmanager
@@ -77,8 +86,7 @@ def serving(rpcs: list[str], parallel_workers: int | None) -> Iterator[str]:
         settings["parallel_workers"] = parallel_workers
     (root / "settings.json").write_text(json.dumps(settings))
     shutil.copy(HERE / "runtime.py", root / "runtime.py")
-    for rpc in rpcs:
-        model = MODELS[rpc]
+    for model in dict.fromkeys(MODELS[method(case)] for case in rpcs):
         d = root / model
         d.mkdir()
         shutil.copy(bundled_models() / model / "1" / "model.onnx", d / "model.onnx")

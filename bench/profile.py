@@ -1,6 +1,7 @@
 """Where a request's time goes: py-spy samples a running server while ghz drives one RPC, taking the thread
 that holds the GIL (the Python work: threads waiting on locks, sockets or onnxruntime, which releases the GIL,
 are not counted); the samples are summarised by stage of the request path and by function, as Markdown.
+`dwcp-inference bench --profile` runs it in the same run as the table and stores it in the JSON.
 
     python -m dwcp_inference.bench.profile [--rpc PredictBandwidth] [--batch 1] [--seconds 15] [--out docs/profile.md]
 """
@@ -19,7 +20,7 @@ import threading
 from pathlib import Path
 
 from . import ghz
-from .requests import BATCH_FORMS, RPCS, request
+from .requests import BATCH_FORMS, CASES, method, request
 from .suite import pinned, serving
 
 # Stage of a sample: the innermost frame whose file matches, searched from the leaf outwards.
@@ -66,14 +67,15 @@ def summarise(raw: str) -> tuple[collections.Counter, collections.Counter, int]:
     return stages, leaves, total
 
 
-def profile(rpc: str, batch: int, seconds: float, concurrency: int) -> str:
+def profile(case: str, batch: int, seconds: float, concurrency: int) -> str:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = Path(tempfile.mkdtemp()) / "profile.txt"
     with serving("dwcp") as target:
-        method, req = (rpc, request(rpc)) if batch == 1 else (BATCH_FORMS[rpc], request(rpc, batch))
+        rpc = method(case)
+        name, req = (rpc, request(case)) if batch == 1 else (BATCH_FORMS[rpc], request(case, batch))
         pid = _server_pid(target)
-        ghz.run(target, method, req, concurrency=4, seconds=1, prefix=pinned(1))
-        load = threading.Thread(target=ghz.run, args=(target, method, req),
+        ghz.run(target, name, req, concurrency=4, seconds=1, prefix=pinned(1))
+        load = threading.Thread(target=ghz.run, args=(target, name, req),
                                 kwargs={"concurrency": concurrency, "seconds": seconds + 2, "prefix": pinned(1),
                                         "extra": ("--cpus", "1")})
         load.start()
@@ -93,21 +95,35 @@ def _server_pid(target: str) -> int:
     return int(found.group(1))
 
 
-def report(rpc: str, batch: int, raw: str, concurrency: int) -> str:
+def record(case: str, batch: int, raw: str, concurrency: int) -> dict:
+    """What the bench's JSON keeps of one profile: the shares by stage and of the top functions."""
     stages, leaves, total = summarise(raw)
-    lines = [f"### {rpc}{'' if batch == 1 else f' (batch form, {batch} items)'}, {concurrency} in flight", "",
-             f"{total} samples of the thread holding the GIL ({os.cpu_count()} cores, py-spy at 250 Hz; "
+    total = total or 1  # no sample: every share 0
+    return {"case": case, "batch": batch, "concurrency": concurrency, "cores": os.cpu_count(), "samples": total,
+            "stages": [[stage, n / total] for stage, n in stages.most_common()],
+            "functions": [[leaf, n / total] for leaf, n in leaves.most_common(12)]}
+
+
+def markdown(rec: dict) -> str:
+    batch = rec["batch"]
+    lines = [f"### {rec['case']}{'' if batch == 1 else f' (batch form, {batch} items)'}, "
+             f"{rec['concurrency']} in flight", "",
+             f"{rec['samples']} samples of the thread holding the GIL ({rec['cores']} cores, py-spy at 250 Hz; "
              "onnxruntime's own threads are not sampled, it releases the GIL while it runs).", "",
              "| stage of the request path | share |", "|---|---|"]
-    lines += [f"| {stage} | {n / total:.1%} |" for stage, n in stages.most_common()]
+    lines += [f"| {stage} | {share:.1%} |" for stage, share in rec["stages"]]
     lines += ["", "| function (where the sample was taken) | share |", "|---|---|"]
-    lines += [f"| `{leaf}` | {n / total:.1%} |" for leaf, n in leaves.most_common(12)]
+    lines += [f"| `{leaf}` | {share:.1%} |" for leaf, share in rec["functions"]]
     return "\n".join(lines)
+
+
+def report(case: str, batch: int, raw: str, concurrency: int) -> str:
+    return markdown(record(case, batch, raw, concurrency))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rpc", default="PredictBandwidth", choices=RPCS)
+    parser.add_argument("--rpc", default="PredictBandwidth", choices=CASES)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, default=16)

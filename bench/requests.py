@@ -1,4 +1,9 @@
-"""The requests every benchmark sends: valid, the size a DWCP caller sends (the bundled models' windows)."""
+"""The requests every benchmark sends: valid, the size a DWCP caller sends (the bundled models' windows).
+
+A benchmark *case* is an RPC and the form of its request. SelectCompression has two: `SelectCompression/sample`,
+a 4 KiB payload sample and the payload's size, as the Go drop-in (clients/go/encoding) sends it, so the server
+estimates entropy and compressibility itself; and `SelectCompression/traits`, precomputed traits (entropy,
+recent compression ratio), which leaves that work out. The other RPCs have one form, named as the RPC."""
 
 from __future__ import annotations
 
@@ -9,6 +14,27 @@ from dwcp_inference.api import inference_pb2 as pb
 BATCH_FORMS = {"PredictBandwidth": "PredictBandwidthBatch", "SelectCompression": "SelectCompressionBatch",
                "DetectAnomaly": "DetectAnomalyBatch", "DetectHighLatency": "DetectHighLatencyBatch"}
 RPCS = tuple(BATCH_FORMS)
+CASES = ("PredictBandwidth", "SelectCompression/sample", "SelectCompression/traits", "DetectAnomaly",
+         "DetectHighLatency")
+SAMPLE_BYTES = 4096  # clients/go/encoding.SampleBytes
+
+
+def method(case: str) -> str:
+    """The RPC a case calls (`SelectCompression/sample` -> `SelectCompression`)."""
+    return case.split("/", 1)[0]
+
+
+def cases(names: str) -> list[str]:
+    """Cases from a comma-separated list of case or RPC names (an RPC: all its forms), or `all`."""
+    if names == "all":
+        return list(CASES)
+    out: list[str] = []
+    for name in names.split(","):
+        found = [c for c in CASES if name in (c, method(c))]
+        if not found:
+            raise ValueError(f"unknown {name!r}, expected some of {list(CASES)} (or an RPC: {list(RPCS)})")
+        out += [c for c in found if c not in out]
+    return out
 
 
 def _history(i: int = 0) -> pb.LinkHistory:
@@ -17,10 +43,24 @@ def _history(i: int = 0) -> pb.LinkHistory:
         time_of_day=10, day_of_week=2) for k in range(24)])
 
 
-def _query(i: int = 0) -> pb.CompressionQuery:
-    return pb.CompressionQuery(
-        link=pb.LinkState(throughput_mbps=100 + i % 50, rtt_ms=40, link_type=pb.LINK_TYPE_WAN, packet_loss=0.001),
-        payload=pb.PayloadTraits(size_bytes=1 << 20, entropy_bits_per_byte=5.5, recent_compression_ratio=0.4))
+def _link(i: int) -> pb.LinkState:
+    return pb.LinkState(throughput_mbps=100 + i % 50, rtt_ms=40, link_type=pb.LINK_TYPE_WAN, packet_loss=0.001)
+
+
+def payload_sample(i: int = 0) -> bytes:
+    """The first 4 KiB of a payload DWCP moves: JSON-lines telemetry, compressible like the real thing."""
+    lines = (f'{{"node":"n{(i + k) % 17}","seq":{i * 1000 + k},"bw_mbps":{500 + (k * 37) % 211}.{k % 10},'
+             f'"rtt_ms":{20 + (k * 13) % 29},"state":"{("ok", "degraded", "ok", "ok")[k % 4]}"}}\n'
+             for k in range(64))
+    return "".join(lines).encode()[:SAMPLE_BYTES]
+
+
+def _query(case: str, i: int = 0) -> pb.CompressionQuery:
+    if case == "SelectCompression/traits":
+        payload = pb.PayloadTraits(size_bytes=1 << 20, entropy_bits_per_byte=5.5, recent_compression_ratio=0.4)
+    else:  # as clients/go/encoding sends it: the payload's size and its first 4 KiB
+        payload = pb.PayloadTraits(size_bytes=1 << 20, sample=payload_sample(i))
+    return pb.CompressionQuery(link=_link(i), payload=payload)
 
 
 def _node(i: int = 0) -> pb.NodeMetrics:
@@ -36,16 +76,21 @@ def _window(i: int = 0) -> pb.ConsensusWindow:
         dwcp_mode="datacenter", consensus_type="raft") for k in range(20)])
 
 
-def request(rpc: str, batch: int = 1) -> Any:
-    """The request of `rpc` (its batch form when batch > 1)."""
+def request(case: str, batch: int = 1) -> Any:
+    """The request of `case` (its batch form when batch > 1). An RPC's plain name is its first form
+    (SelectCompression: the 4 KiB sample, as callers send it)."""
+    case = cases(case)[0]
+    rpc = method(case)
     if batch <= 1:
+        if rpc == "SelectCompression":
+            q = _query(case)
+            return pb.SelectCompressionRequest(link=q.link, payload=q.payload)
         return {"PredictBandwidth": lambda: pb.PredictBandwidthRequest(history=_history()),
-                "SelectCompression": lambda: pb.SelectCompressionRequest(link=_query().link,
-                                                                         payload=_query().payload),
                 "DetectAnomaly": lambda: pb.DetectAnomalyRequest(metrics=_node()),
                 "DetectHighLatency": lambda: pb.DetectHighLatencyRequest(window=_window())}[rpc]()
     return {"PredictBandwidth": lambda: pb.PredictBandwidthBatchRequest(histories=[_history(i) for i in range(batch)]),
-            "SelectCompression": lambda: pb.SelectCompressionBatchRequest(queries=[_query(i) for i in range(batch)]),
+            "SelectCompression": lambda: pb.SelectCompressionBatchRequest(
+                queries=[_query(case, i) for i in range(batch)]),
             "DetectAnomaly": lambda: pb.DetectAnomalyBatchRequest(metrics=[_node(i) for i in range(batch)]),
             "DetectHighLatency": lambda: pb.DetectHighLatencyBatchRequest(
                 windows=[_window(i) for i in range(batch)])}[rpc]()

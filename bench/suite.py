@@ -6,6 +6,10 @@ Servers: `dwcp` (ours, the bundled models), `floor-python` (a bare grpcio servic
 our size), `floor-go` (grpc-go, empty replies, GOMAXPROCS=1), `inprocess` (the model's onnxruntime session called
 directly: no RPC at all), and with `--peers` Seldon MLServer serving the same ONNX model (bench/peer.py).
 ghz drives the load from its own core: with two or more cores, the server is pinned to core 0 and ghz to core 1.
+Cases are RPCs with the form of their request (bench/requests.py: SelectCompression with a 4 KiB payload sample,
+as the Go drop-in sends it, and with precomputed traits). From the same run: the fractions of the ideal
+(`fractions`), the idle server's memory, and with --stages and --profile the stage table and the profile, all in
+the JSON (`--json`), from which docs/performance.md is generated (bench/report.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import numpy as np
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from . import ghz
-from .requests import BATCH_FORMS, RPCS, request
+from . import stages as stage_table
+from .requests import BATCH_FORMS, CASES, cases, method, request
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (16, 64)
@@ -58,29 +63,56 @@ def floor_go_binary() -> Path:
 
 
 @contextmanager
-def serving(server: str, workers: int = 1) -> Iterator[str]:
+def serving(server: str, workers: int = 1, serve_args: tuple[str, ...] = (),
+            env_extra: dict[str, str] | None = None, cwd: str | None = None) -> Iterator[str]:
     """Start one server, wait until it answers, yield its address; stop it afterwards."""
+    with serving_process(server, workers, serve_args, env_extra, cwd) as (target, _):
+        yield target
+
+
+@contextmanager
+def serving_process(server: str, workers: int = 1, serve_args: tuple[str, ...] = (),
+                    env_extra: dict[str, str] | None = None,
+                    cwd: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`serving`, yielding the server's process too (`serve_args` are added to ours, `env_extra` to its
+    environment; `cwd`: its directory, first on its sys.path)."""
     port = free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     pin = pinned(0) if workers == 1 else ()
     if server == "dwcp":
         # Admit every call ghz keeps in flight (the default bound, 32, would shed some at 64 in flight).
         cmd = [sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0", "--max-concurrent-rpcs", "256",
-               "--workers", str(workers)]
+               "--workers", str(workers), *serve_args]
     elif server == "floor-python":
         cmd = [sys.executable, "-m", "dwcp_inference.bench.floor_python", "--port", str(port)]
     elif server == "floor-go":
         cmd, env["GOMAXPROCS"] = [str(floor_go_binary()), "-addr", f"127.0.0.1:{port}"], "1"
     else:
         raise ValueError(server)
-    proc = subprocess.Popen([*pin, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*pin, *cmd], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     target = f"127.0.0.1:{port}"
     try:
         wait_ready(target, proc)
-        yield target
+        yield target, proc
     finally:
         stop(proc)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (MiB)."""
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -111,12 +143,16 @@ def wait_ready(target: str, proc: subprocess.Popen, timeout: float = 120) -> Non
 Runner = Callable[[int, int, float], dict[str, Any]]
 
 
-def runner(target: str, rpc: str) -> Runner:
-    """ghz against our API: `rpc`, or its batch form for more than one item; ghz on core 1."""
+def runner(target: str, case: str) -> Runner:
+    """ghz against our API: `case`'s RPC, or its batch form for more than one item; ghz on core 1."""
+    rpc = method(case)
+    reqs: dict[int, Any] = {}
+
     def run(batch: int, concurrency: int, seconds: float) -> dict[str, Any]:
-        method = rpc if batch == 1 else BATCH_FORMS[rpc]
-        return ghz.run(target, method, request(rpc, batch), concurrency=concurrency, seconds=seconds,
-                       extra=("--cpus", "1"), prefix=pinned(1))
+        if batch not in reqs:
+            reqs[batch] = request(case, batch)
+        return ghz.run(target, rpc if batch == 1 else BATCH_FORMS[rpc], reqs[batch], concurrency=concurrency,
+                       seconds=seconds, extra=("--cpus", "1"), prefix=pinned(1))
     return run
 
 
@@ -145,19 +181,20 @@ def _errors(*runs: dict[str, Any]) -> dict[str, int]:
 
 
 def measure_inprocess(rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
-    """The model alone: its onnxruntime session called on ready features, sequentially."""
+    """The model alone: its onnxruntime session called on its ready inputs (features, or raw columns for a version
+    holding its features in its graph), sequentially."""
     from .floor_python import _our_answers, model_input
 
     servicer = _our_answers()
     rows = []
     for b in (1, *batches):
-        rt, x = model_input(servicer, rpc, b)
-        run = rt.run
+        session, names, feed = model_input(servicer, rpc, b)
+        run = session.run
         times = []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             t = time.perf_counter()
-            run(x)
+            run(names, feed)
             times.append(time.perf_counter() - t)
         p50 = float(np.percentile(times, 50)) * 1e6
         rows.append({"rpc": rpc, "batch": b, "p50_us": p50, "p99_us": float(np.percentile(times, 99)) * 1e6,
@@ -166,8 +203,11 @@ def measure_inprocess(rpc: str, seconds: float, batches: tuple[int, ...]) -> lis
 
 
 def run_suite(servers: list[str], rpcs: list[str], *, seconds: float, rounds: int,
-              batches: tuple[int, ...] = BATCHES, progress: bool = True) -> list[dict[str, Any]]:
-    """Every server measured `rounds` times, alternating; rows with the median of the rounds."""
+              batches: tuple[int, ...] = BATCHES, progress: bool = True,
+              idle_rss: list[float] | None = None) -> list[dict[str, Any]]:
+    """Every server measured `rounds` times, alternating; rows with the median of the rounds. `rpcs` are cases
+    (bench/requests.py); each row's "rpc" is its case. Our server's resident memory once it has answered its first
+    call, before the load, is appended to `idle_rss` (MiB) each round."""
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in range(rounds):
         for server in servers:
@@ -181,7 +221,10 @@ def run_suite(servers: list[str], rpcs: list[str], *, seconds: float, rounds: in
                     rows = [row for rpc in rpcs for row in measure_rpc(peer.runner(target, rpc), rpc, seconds,
                                                                        batches)]
             else:
-                with serving(server) as target:
+                with serving_process(server) as (target, proc):
+                    if server == "dwcp" and idle_rss is not None:
+                        time.sleep(1)
+                        idle_rss.append(rss_mib(proc.pid))
                     rows = [row for rpc in rpcs for row in measure_rpc(runner(target, rpc), rpc, seconds, batches)]
             for row in rows:
                 samples.setdefault((server, row["rpc"], row["batch"]), []).append(row)
@@ -248,7 +291,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def targets(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's targets for PredictBandwidth, as measured (only those whose rows were measured)."""
+    """The earlier targets for PredictBandwidth against the floors, as measured (only those whose rows were measured)."""
     index = {(r["server"], r["rpc"], r["batch"]): r for r in rows}
     ours, floor = index.get(("dwcp", "PredictBandwidth", 1)), index.get(("floor-python", "PredictBandwidth", 1))
     go, batch = index.get(("floor-go", "PredictBandwidth", 1)), index.get(("dwcp", "PredictBandwidth", 64))
@@ -267,43 +310,147 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+# Issue 17's targets: every fraction of the ideal at least this, every p50 at or under its ideal, PredictBandwidth
+# QPS at 64 in flight this many times MLServer's best, the idle server's memory at most this.
+FRACTION_TARGET, MLSERVER_TARGET, RSS_TARGET_MIB = 0.8, 2.5, 150.0
+IDEAL_P50_SLACK_US = 50.0
+
+
+def fractions(rows: list[dict[str, Any]], idle_rss_mib: float | None = None) -> dict[str, Any]:
+    """Issue 17's fractions, from one run's rows. The ideal is what the bare grpcio floor and the model alone allow
+    together: QPS at 64 in flight = 1 / (1/floor QPS@64 + 1/model-in-process decisions/s at batch 16); batch-64
+    decisions/s = 1 / (1/floor batch-64 decisions/s + 1/model-in-process decisions/s at batch 64); p50 = floor p50
+    + model-in-process p50 + 50 µs. A case whose rows are missing is left out."""
+    index = {(r["server"], r["rpc"], r["batch"]): r for r in rows}
+    per_case = []
+    for case in dict.fromkeys(r["rpc"] for r in rows):
+        ours1, ours64 = index.get(("dwcp", case, 1)), index.get(("dwcp", case, 64))
+        floor1, floor64 = index.get(("floor-python", case, 1)), index.get(("floor-python", case, 64))
+        model1, model16, model64 = (index.get(("inprocess", case, b)) for b in (1, 16, 64))
+        if not all(r and r[k] for r, k in ((ours1, "qps_c64"), (ours1, "p50_us"), (floor1, "qps_c64"),
+                                            (floor1, "p50_us"), (model1, "p50_us"), (model16, "decisions_per_s"))):
+            continue  # not measured (or no call answered)
+        ideal_qps = 1 / (1 / floor1["qps_c64"] + 1 / model16["decisions_per_s"])
+        ideal_p50 = floor1["p50_us"] + model1["p50_us"] + IDEAL_P50_SLACK_US
+        entry = {"case": case, "ideal_qps_c64": ideal_qps, "qps_c64_fraction": ours1["qps_c64"] / ideal_qps,
+                 "ideal_p50_us": ideal_p50, "p50_over_ideal_us": ours1["p50_us"] - ideal_p50,
+                 "ideal_batch64_decisions_per_s": None, "batch64_fraction": None}
+        if ours64 and floor64 and model64 and ours64["decisions_per_s"] and floor64["decisions_per_s"]:
+            ideal_b = 1 / (1 / floor64["decisions_per_s"] + 1 / model64["decisions_per_s"])
+            entry.update(ideal_batch64_decisions_per_s=ideal_b,
+                         batch64_fraction=ours64["decisions_per_s"] / ideal_b)
+        per_case.append(entry)
+    out: dict[str, Any] = {"cases": per_case, "idle_rss_mib": idle_rss_mib, "mlserver_best_qps_c64": None,
+                           "predict_bandwidth_over_mlserver": None}
+    peers = [r["qps_c64"] for (s, c, b), r in index.items()
+             if s.startswith("mlserver") and c == "PredictBandwidth" and b == 1 and r["qps_c64"]]
+    ours = index.get(("dwcp", "PredictBandwidth", 1))
+    if peers and ours:
+        out["mlserver_best_qps_c64"] = max(peers)
+        out["predict_bandwidth_over_mlserver"] = ours["qps_c64"] / max(peers)
+    return out
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def fractions_table(f: dict[str, Any], cores: int | None) -> str:
+    """The fractions as Markdown: a row per case, then the MLServer and memory targets."""
+    lines = [f"Fractions of the ideal ({cores} cores; targets: each fraction >= {FRACTION_TARGET}, p50 at or under "
+             "its ideal)", "",
+             "| case | QPS@64, fraction of ideal | batch 64, fraction of ideal | p50 over ideal | ideal QPS@64 | "
+             "ideal batch-64 decisions/s | ideal p50 µs |", "|---" * 7 + "|"]
+    for c in f["cases"]:
+        over = c["p50_over_ideal_us"]
+        lines.append(f"| {c['case']} | {c['qps_c64_fraction']:.2f} | {_fmt(c['batch64_fraction'], 2)} | "
+                     f"{'+' if over > 0 else ''}{over:,.0f} µs | {c['ideal_qps_c64']:,.0f} | "
+                     f"{_fmt(c['ideal_batch64_decisions_per_s'])} | {c['ideal_p50_us']:,.0f} |")
+    lines.append("")
+    if f["predict_bandwidth_over_mlserver"] is not None:
+        r = f["predict_bandwidth_over_mlserver"]
+        lines.append(f"PredictBandwidth QPS@64 over MLServer's best ({f['mlserver_best_qps_c64']:,.0f}): {r:.2f}x "
+                     f"(target >= {MLSERVER_TARGET}x): {_verdict(r >= MLSERVER_TARGET)}")
+    else:
+        lines.append("PredictBandwidth QPS@64 over MLServer's best: not measured (run with --peers)")
+    if f["idle_rss_mib"] is not None:
+        lines.append(f"idle server RSS on the bundled models: {f['idle_rss_mib']:.0f} MiB "
+                     f"(target <= {RSS_TARGET_MIB:.0f}): {_verdict(f['idle_rss_mib'] <= RSS_TARGET_MIB)}")
+    return "\n".join(lines)
+
+
+def measured_commit() -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it (then `dirty` lists the changed files)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    subject = git("log", "-1", "--format=%s").strip()
+    return {"commit": git("rev-parse", "HEAD").strip() or None,
+            "subject": (subject[:100] + " ...") if len(subject) > 100 else subject or None, "dirty": changed}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dwcp-inference bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="dwcp,floor-python,floor-go,inprocess",
                         help="comma-separated, from dwcp, floor-python, floor-go, inprocess (default %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also Seldon MLServer, defaults and "
                         "parallel_workers=0 (installs bench/mlserver-peer/requirements.txt into its own venv)")
-    parser.add_argument("--rpcs", default="PredictBandwidth", help=f"comma-separated, or all: {', '.join(RPCS)}")
+    parser.add_argument("--rpcs", default="PredictBandwidth",
+                        help=f"comma-separated cases or RPCs (an RPC: all its forms), or all: {', '.join(CASES)}")
     parser.add_argument("--seconds", type=float, default=3.0, help="per ghz run (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each server (default %(default)s)")
     parser.add_argument("--workers", default="", help="also scan `serve --workers N`, e.g. 1,2")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the rows as JSON ('-': stdout)")
+    parser.add_argument("--stages", action="store_true", help="also the stage table (bench/stages.py) of the cases")
+    parser.add_argument("--profile", action="store_true",
+                        help="also py-spy profiles of PredictBandwidth, batch 1 and 64 (bench/profile.py)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON ('-': stdout)")
     args = parser.parse_args(argv)
     servers = [s for s in args.servers.split(",") if s]
-    rpcs = list(RPCS) if args.rpcs == "all" else args.rpcs.split(",")
-    for r in rpcs:
-        if r not in RPCS:
-            parser.error(f"--rpcs: unknown {r!r}, expected some of {list(RPCS)}")
+    try:
+        rpcs = cases(args.rpcs)
+    except ValueError as e:
+        parser.error(f"--rpcs: {e}")
     if args.peers:
         servers += list(PEERS)
-    rows = run_suite(servers, rpcs, seconds=args.seconds, rounds=args.rounds)
+    started, commit = time.time(), measured_commit()  # the tree as the run starts
+    idle: list[float] = []
+    rows = run_suite(servers, rpcs, seconds=args.seconds, rounds=args.rounds, idle_rss=idle)
     scan = workers_scan([int(n) for n in args.workers.split(",")], args.seconds) if args.workers else []
-    result = {"cores": os.cpu_count(), "rows": [{k: v for k, v in r.items() if k != "errors"} for r in rows]}
+    frac = fractions(rows, statistics.median(idle) if idle else None)
+    result: dict[str, Any] = {
+        **commit, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "cores": os.cpu_count(), "command": "dwcp-inference bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "rounds": args.rounds, "seconds": args.seconds,
+        "rows": [{k: v for k, v in r.items() if k != "errors"} for r in rows],
+        "errors": {f"{r['server']} {r['rpc']} x{r['batch']}": r["errors"] for r in rows if r["errors"]},
+        "fractions": frac}
     if scan:
         result["workers"] = scan
+    if args.stages:
+        result["stages"] = stage_table.measure(rpcs)
+    if args.profile:
+        from . import profile as profiler  # it imports this module
+
+        result["profiles"] = [profiler.record("PredictBandwidth", b, profiler.profile("PredictBandwidth", b, 15, 16),
+                                              16) for b in (1, 64)]
     if args.json:
         text = json.dumps(result, indent=1)
         print(text) if str(args.json) == "-" else args.json.write_text(text + "\n")
     print(f"{os.cpu_count()} cores; median of {args.rounds} rounds; ghz on its own core; {args.seconds:g} s per run")
     print(table(rows))
-    errors = {f"{r['server']} {r['rpc']} x{r['batch']}": r["errors"] for r in rows if r["errors"]}
-    if errors:
-        print(f"calls that failed, by status: {errors}")
+    if result["errors"]:
+        print(f"calls that failed, by status: {result['errors']}")
     for line in targets(rows):
         print(line)
+    print()
+    print(fractions_table(frac, os.cpu_count()))
     for s in scan:
         print(f"serve --workers {s['workers']}: {s['qps_c64']:,.0f} QPS at 64 in flight (p99 {_fmt(s['p99_us'])} µs); "
               f"batch of 64: {s['batch64_decisions_per_s']:,.0f} decisions/s")
+    if args.stages:
+        print()
+        print(stage_table.table(result["stages"]))
     return 0
 
 

@@ -67,3 +67,102 @@ def test_stages_time_each_part_of_the_servicer():
 
     s = stages.stages("DetectAnomaly", 1, calls=20)
     assert set(s) == {"servicer", "validation, features, model", "model"} and all(v > 0 for v in s.values())
+
+
+def test_select_compression_is_measured_as_the_go_drop_in_sends_it_and_with_traits():
+    import re
+    from pathlib import Path
+
+    from dwcp_inference.bench.requests import CASES, SAMPLE_BYTES, cases
+
+    go = (Path(__file__).resolve().parents[1] / "clients/go/encoding/encoding.go").read_text()
+    assert int(re.search(r"const SampleBytes = (\d+)", go).group(1)) == SAMPLE_BYTES
+    assert cases("SelectCompression") == ["SelectCompression/sample", "SelectCompression/traits"]
+    assert set(cases("all")) == set(CASES)
+    sample = request("SelectCompression/sample").payload
+    assert len(sample.sample) == SAMPLE_BYTES and sample.size_bytes > SAMPLE_BYTES
+    assert not sample.HasField("entropy_bits_per_byte")
+    traits = request("SelectCompression/traits").payload
+    assert traits.HasField("entropy_bits_per_byte") and not traits.sample
+    batch = request("SelectCompression/sample", 3).queries
+    assert len({q.payload.sample for q in batch}) == 3  # items differ, as a real batch's do
+    with pytest.raises(ValueError, match="unknown 'Nope'"):
+        cases("Nope")
+
+
+def _row(server, rpc, batch, p50=None, qps64=None, dps=None):
+    return {"server": server, "rpc": rpc, "batch": batch, "p50_us": p50, "p99_us": p50, "qps_c16": qps64,
+            "qps_c64": qps64, "decisions_per_s": dps}
+
+
+FRACTION_ROWS = [
+    _row("dwcp", "PredictBandwidth", 1, p50=700.0, qps64=1500.0, dps=1500.0),
+    _row("dwcp", "PredictBandwidth", 64, p50=9000.0, dps=12000.0),
+    _row("floor-python", "PredictBandwidth", 1, p50=350.0, qps64=6000.0, dps=6000.0),
+    _row("floor-python", "PredictBandwidth", 64, p50=16000.0, dps=48000.0),
+    _row("inprocess", "PredictBandwidth", 1, p50=100.0, dps=10000.0),
+    _row("inprocess", "PredictBandwidth", 16, p50=500.0, dps=30000.0),
+    _row("inprocess", "PredictBandwidth", 64, p50=2000.0, dps=32000.0),
+    _row("mlserver-default", "PredictBandwidth", 1, p50=1200.0, qps64=700.0, dps=700.0),
+    _row("mlserver-pw0", "PredictBandwidth", 1, p50=750.0, qps64=1200.0, dps=1200.0),
+]
+
+
+def test_the_bench_states_the_fractions_of_the_ideal():
+    f = suite.fractions(FRACTION_ROWS, idle_rss_mib=120.0)
+    (c,) = f["cases"]
+    assert c["ideal_qps_c64"] == pytest.approx(1 / (1 / 6000 + 1 / 30000))  # 5,000
+    assert c["qps_c64_fraction"] == pytest.approx(1500 / 5000)
+    assert c["ideal_batch64_decisions_per_s"] == pytest.approx(1 / (1 / 48000 + 1 / 32000))  # 19,200
+    assert c["batch64_fraction"] == pytest.approx(12000 / 19200)
+    assert c["ideal_p50_us"] == pytest.approx(350 + 100 + 50) and c["p50_over_ideal_us"] == pytest.approx(200)
+    assert f["mlserver_best_qps_c64"] == 1200.0 and f["predict_bandwidth_over_mlserver"] == pytest.approx(1.25)
+    text = suite.fractions_table(f, 2)
+    assert "(2 cores;" in text
+    assert "| PredictBandwidth | 0.30 | 0.62 | +200 µs | 5,000 | 19,200 | 500 |" in text
+    assert "over MLServer's best (1,200): 1.25x (target >= 2.5x): missed" in text
+    assert "idle server RSS on the bundled models: 120 MiB (target <= 150): met" in text
+
+
+def test_fractions_leave_out_what_was_not_measured():
+    f = suite.fractions([r for r in FRACTION_ROWS if r["server"] != "inprocess"])
+    assert f["cases"] == [] and f["idle_rss_mib"] is None
+    text = suite.fractions_table(suite.fractions(FRACTION_ROWS[:7]), 2)
+    assert "not measured (run with --peers)" in text and "RSS" not in text
+
+
+def test_the_performance_page_names_the_commit_and_keeps_the_prose_verbatim():
+    from dwcp_inference.bench import report
+
+    result = {"commit": "0123456789abcdef", "subject": "s", "dirty": ["bench/suite.py"], "when": "t", "cores": 2,
+              "command": "dwcp-inference bench", "rounds": 2, "seconds": 3, "rows": FRACTION_ROWS,
+              "fractions": suite.fractions(FRACTION_ROWS, 100.0),
+              "stages": [{"case": "PredictBandwidth", "batch": 1, "servicer_us": 271.0, "features_us": 141.0,
+                          "model_us": 72.0}],
+              "profiles": [{"case": "PredictBandwidth", "batch": 1, "concurrency": 16, "cores": 2, "samples": 10,
+                            "stages": [["grpcio (Python side)", 1.0]], "functions": [["_serve (grpc)", 1.0]]}]}
+    page = report.render(result, "## Notes\n\nwhy *we* chose this\n")
+    assert "Commit measured: `0123456789ab` (s), with uncommitted changes to `bench/suite.py`" in page
+    assert "| PredictBandwidth | 0.30 | 0.62 | +200 µs |" in page
+    assert "| PredictBandwidth | 1 | 271 | 141 | 72 |" in page and "| grpcio (Python side) | 100.0% |" in page
+    assert page.endswith("## Notes\n\nwhy *we* chose this\n")
+
+
+def test_the_committed_performance_page_is_what_the_generator_makes_of_the_committed_json():
+    import json
+    from pathlib import Path
+
+    from dwcp_inference.bench import report
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    result = json.loads((docs / "performance.json").read_text())
+    assert result["commit"] and result["cores"] and result["fractions"]["cases"]
+    assert (docs / "performance.md").read_text() == report.render(result, report.NOTES.read_text()), (
+        "regenerate: python -m dwcp_inference.bench.report docs/performance.json > docs/performance.md")
+
+
+def test_the_bench_json_names_the_commit_measured():
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=suite.HERE.parent, capture_output=True, text=True)
+    assert suite.measured_commit()["commit"] == head.stdout.strip()

@@ -16,12 +16,13 @@ class OnnxModel(MLModel):
         opts.enable_cpu_mem_arena = False
         self._session = ort.InferenceSession(self.settings.parameters.uri, opts,
                                              providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
+        self._types = {i.name: i.type for i in self._session.get_inputs()}
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        feed = {i.name: NumpyCodec.decode_input(i) for i in payload.inputs}
+        feed = {n: x.astype(np.float32) if self._types.get(n) == "tensor(float)" else x for n, x in feed.items()}
         names = [o.name for o in self._session.get_outputs()]
-        outputs = self._session.run(names, {self._input: x})
+        outputs = self._session.run(names, feed)
         return InferenceResponse(model_name=self.name,
                                  outputs=[NumpyCodec.encode_output(n, v) for n, v in zip(names, outputs)])

@@ -1,0 +1,103 @@
+"""Our server in several variants (another source tree, other `serve` flags, another environment), measured in one
+sitting, alternating rounds, the median of the rounds: what a change to the transport costs or wins.
+
+    python -m dwcp_inference.bench.ab before:tree=/tmp/base now "t4:args=--threads 4" [--rounds 5] [--seconds 3]
+
+A variant is `NAME[:key=value;...]` with keys `tree` (a checkout of this repository: its dwcp_inference, services,
+training, export and bench are served instead of the installed ones), `args` (added to `serve`'s flags) and `env`
+(`K=V,K=V`, added to the server's environment). Measured per variant: PredictBandwidth p50 sequential and QPS at
+16 and 64 in flight, DetectAnomaly QPS at 64 in flight (a call where the transport is most of the cost), and
+PredictBandwidth's batch of 64 (decisions/s, 16 in flight); the server pinned to core 0, ghz to core 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .suite import runner, serving
+
+PACKAGES = {"dwcp_inference": "dwcp_inference", "services": "services", "training": "training", "export": "export",
+            "bench": "bench"}
+FIELDS = ("bw_p50_us", "bw_qps_c16", "bw_qps_c64", "anomaly_qps_c64", "bw_batch64_dps")
+
+
+def _package_from(tree: Path) -> str:
+    """A directory whose `dwcp_inference` package is the tree's (the layout pyproject.toml maps), for PYTHONPATH."""
+    root = Path(tempfile.mkdtemp(prefix="ab-tree-"))
+    pkg = root / "dwcp_inference"
+    pkg.mkdir()
+    for entry in (tree / "dwcp_inference").iterdir():
+        (pkg / entry.name).symlink_to(entry)
+    for sub in ("services", "training", "export", "bench"):
+        (pkg / sub).symlink_to(tree / sub)
+    return str(root)
+
+
+def parse(spec: str) -> dict[str, Any]:
+    name, _, rest = spec.partition(":")
+    v: dict[str, Any] = {"name": name, "args": (), "env": {}, "cwd": None}
+    for part in filter(None, rest.split(";")):
+        key, _, value = part.partition("=")
+        if key == "tree":
+            # The server starts in that directory: `python -m` puts its directory first on sys.path (a checkout's
+            # own dwcp_inference/ in the directory it starts from would win over PYTHONPATH).
+            v["cwd"] = v["env"]["PYTHONPATH"] = _package_from(Path(value).resolve())
+        elif key == "args":
+            v["args"] = tuple(shlex.split(value))
+        elif key == "env":
+            v["env"].update(dict(kv.split("=", 1) for kv in value.split(",")))
+        else:
+            raise ValueError(f"{spec}: unknown key {key!r} (tree, args, env)")
+    return v
+
+
+def measure(variant: dict[str, Any], seconds: float) -> dict[str, float]:
+    with serving("dwcp", serve_args=variant["args"], env_extra=variant["env"], cwd=variant["cwd"]) as target:
+        bw, anomaly = runner(target, "PredictBandwidth"), runner(target, "DetectAnomaly")
+        bw(1, 4, 1.0)
+        anomaly(1, 4, 0.5)
+        seq, c16, c64 = bw(1, 1, seconds), bw(1, 16, seconds), bw(1, 64, seconds)
+        a64, b64 = anomaly(1, 64, seconds), bw(64, 16, seconds)
+    return {"bw_p50_us": seq["p50_us"], "bw_qps_c16": c16["ok_qps"], "bw_qps_c64": c64["ok_qps"],
+            "anomaly_qps_c64": a64["ok_qps"], "bw_batch64_dps": b64["ok_qps"] * 64}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", help="NAME[:tree=DIR;args=FLAGS;env=K=V,...]")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    variants = [parse(s) for s in args.variants]
+    samples: dict[str, list[dict[str, float]]] = {v["name"]: [] for v in variants}
+    for r in range(args.rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:  # alternating, and each order as often
+            samples[v["name"]].append(measure(v, args.seconds))
+            print(f"[ab] round {r + 1}/{args.rounds} {v['name']}: {samples[v['name']][-1]}", file=sys.stderr,
+                  flush=True)
+    first = variants[0]["name"]
+    med = {n: {f: statistics.median(s[f] for s in runs) for f in FIELDS} for n, runs in samples.items()}
+    print(f"{os.cpu_count()} cores, median of {args.rounds} alternating rounds, {args.seconds:g} s per run; "
+          f"ratios to {first}")
+    print("| variant | PredictBandwidth p50 µs | QPS@16 | QPS@64 | DetectAnomaly QPS@64 | batch 64 decisions/s |")
+    print("|---|---|---|---|---|---|")
+    for n, m in med.items():
+        cells = [f"{m[f]:,.0f} ({m[f] / med[first][f]:.2f}x)" for f in FIELDS]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"cores": os.cpu_count(), "rounds": args.rounds, "seconds": args.seconds,
+                                         "variants": variants, "samples": samples, "median": med}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
