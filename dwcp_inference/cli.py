@@ -236,8 +236,8 @@ def _model_or_all(value: str) -> str:
     return value if value == "all" else short_model_name(value)
 
 
-def _data_flags(p: argparse.ArgumentParser, data_help: str) -> None:
-    p.add_argument("--data", type=Path, metavar="PATH", help=data_help)
+def _data_flags(p: argparse.ArgumentParser, data_help: str, required: bool = False) -> None:
+    p.add_argument("--data", type=Path, metavar="PATH", help=data_help, required=required)
     p.add_argument("--format", choices=FORMATS, default="csv",
                    help="format of --data: csv (docs/data.md), mahimahi traces (bandwidth), a payload corpus "
                         "directory (compression), or NAB series with combined_windows.json (the detectors) "
@@ -275,13 +275,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("model", type=short_model_name, metavar="MODEL", help=MODEL_HELP)
     e.add_argument("--repository", type=Path, required=True, metavar="REPO",
                    help="model repository holding the version (required)")
-    e.add_argument("--data", type=Path, required=True, metavar="PATH",
-                   help="the data the model was trained on; its held-out split is used (required)")
-    e.add_argument("--format", choices=FORMATS, default="csv",
-                   help="bandwidth: csv or mahimahi; compression: csv or payloads; the detectors: nab "
-                        "(default %(default)s)")
-    e.add_argument("--interval-ms", type=int, default=1000, metavar="MS",
-                   help="mahimahi: throughput interval (default %(default)s)")
+    _data_flags(e, "the data the model was trained on; its held-out split is used (required)", required=True)
     e.add_argument("--version", default="", help="default: the version the server would serve")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
 

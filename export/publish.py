@@ -25,6 +25,7 @@ import numpy as np
 from dwcp_inference import features as feats
 from dwcp_inference import metadata as md
 from dwcp_inference.metadata import ModelMetadata, TensorSpec
+from dwcp_inference.raw_inputs import edge_columns, graph_feed_plan
 
 from . import feature_graph
 from .onnx_export import output_specs
@@ -127,8 +128,6 @@ def _with_feature_graph(meta: ModelMetadata, trained: bytes, framework: Framewor
                         exact: Sequence[str]) -> bytes:
     """The composed model, parity-checked on generated raw columns and the edges of the raw fields' ranges; sets
     the metadata's inputs, feature output and raw test vectors. Raises ParityError."""
-    from dwcp_inference.services.runtime import edge_columns, graph_feed_plan
-
     try:
         composed = feature_graph.compose(meta, trained).SerializeToString()
     except feature_graph.FeatureGraphError as e:

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from dwcp_inference import features, metadata
 from dwcp_inference.export import feature_graph, publish
-from dwcp_inference.services.runtime import graph_feed_plan
+from dwcp_inference.raw_inputs import graph_feed_plan
 from dwcp_inference.services.settings import bundled_models
 
 MODELS = ("bandwidth_predictor", "compression_selector", "reliability_detector", "consensus_latency")

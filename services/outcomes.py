@@ -8,15 +8,25 @@ replay to another replica is not detected.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InvalidInput, PredictionNotFound
 from .metrics import Metrics
-from .prediction_ids import Signer, new_key
+from .prediction_ids import Signer, new_key, read_key
+from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 WINDOW = 1000  # outcomes per model version in the rolling figures
 APE_CAP_PCT = 1000.0  # one outcome's absolute percentage error counts at most this much in the MAPE
@@ -144,38 +154,27 @@ def _remove(metric, *labels: str) -> None:
         pass
 
 
-def from_settings(metrics: Metrics, settings: Any) -> OutcomeTracker:
+def from_settings(metrics: Metrics, settings: Settings) -> OutcomeTracker:
     """The tracker a server runs with: the key from --outcome-key-file, else a random one for this process."""
-    from .prediction_ids import read_key
-    import logging
-
     if settings.outcome_key_file:
         key = read_key(settings.outcome_key_file)
     else:
         key = None
-        logging.getLogger(__name__).warning(
+        log.warning(
             "no --outcome-key-file: prediction ids are signed with a random key of this process; outcomes "
             "reported to another replica or worker, or after a restart, will be refused (NOT_FOUND)")
-    if settings.outcome_capacity != 100_000:
-        logging.getLogger(__name__).warning("--outcome-capacity is deprecated and ignored: prediction ids are "
+    if settings.outcome_capacity != Settings.outcome_capacity:  # the default
+        log.warning("--outcome-capacity is deprecated and ignored: prediction ids are "
                                             "signed, no prediction is remembered")
     return OutcomeTracker(metrics, key, max_age_seconds=settings.outcome_max_age_seconds)
 
 
-def with_shared_key(settings: Any) -> Any:
+def with_shared_key(settings: Settings) -> Settings:
     """For `serve --workers N` without --outcome-key-file: one random key for all workers, written to a private
     temporary file (removed when the supervisor exits) that every worker is pointed at."""
-    import atexit
-    import dataclasses
-    import logging
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     if settings.outcome_key_file:
         return settings
-    logging.getLogger(__name__).warning(
+    log.warning(
         "no --outcome-key-file: the workers share a random key of this supervisor; outcomes reported to another "
         "replica, or after a restart, will be refused (NOT_FOUND)")
     folder = Path(tempfile.mkdtemp(prefix="dwcp-outcome-key-"))  # mode 0700

@@ -20,7 +20,8 @@ from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.export import feature_graph, publish
 from dwcp_inference.features import Feature, RawField
 from dwcp_inference.metadata import ModelMetadata, TensorSpec
-from dwcp_inference.services.runtime import ModelRuntime, edge_columns, graph_feed_plan
+from dwcp_inference.raw_inputs import edge_columns, graph_feed_plan
+from dwcp_inference.services.runtime import ModelRuntime
 
 from . import samples
 from .conftest import start_server
