@@ -188,6 +188,8 @@ _KIND_NAMES = {int: "an integer", float: "a number", _boolean: "true or false"}
 
 
 def _check_settings(s: Any) -> None:
+    for problem in s.out_of_range():  # NaN, infinity, negative counts: refused, never taken silently
+        raise ConfigError(problem)
     repository = s.resolved_repository()
     if not repository.is_dir():
         raise ConfigError(f"--repository (DWCP_INFERENCE_REPOSITORY) {repository}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -13,6 +14,13 @@ def bundled_models() -> Path:
     import dwcp_inference
 
     return Path(dwcp_inference.__file__).resolve().parent / "models"
+
+
+# The lowest value each numeric setting may take (ports: 0 picks a free one, -1 turns it off where it may be off).
+MINIMUM = {"port": 0, "metrics_port": -1, "admin_port": -1, "health_port": -1, "threads": 1, "workers": 1,
+           "session_threads": 1, "max_batch": 1, "max_message_bytes": 1, "grace_seconds": 0, "poll_seconds": 0,
+           "max_concurrent_rpcs": 1, "max_window": 1, "outcome_capacity": 1, "outcome_max_age_seconds": 1,
+           "batch_max_rows": 1, "batch_max_wait_us": 0}
 
 
 @dataclass
@@ -49,6 +57,16 @@ class Settings:
     log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
     log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
     decoder: str = "auto"               # request bytes to columns: auto (native when installed), native, python
+
+    def out_of_range(self) -> list[str]:
+        """The numeric settings that are not finite or are below their lowest allowed value (MINIMUM)."""
+        bad = []
+        for name, lowest in MINIMUM.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= lowest):
+                bad.append(f"--{name.replace('_', '-')} ({self.env_name(name)}): expected a finite number >= "
+                           f"{lowest}, got {value}")
+        return bad
 
     def resolved_repository(self) -> Path:
         return Path(self.repository) if self.repository else bundled_models()

@@ -142,6 +142,20 @@ def test_configuration_errors_are_one_line_naming_the_setting(case, tmp_path):
     assert named in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("flag, value, env", [("--poll-seconds", "nan", ""), ("--grace-seconds", "inf", ""),
+                                               ("--max-concurrent-rpcs", "0", ""), ("--batch-max-wait-us", "-5", ""),
+                                               ("--threads", "-1", "DWCP_INFERENCE_THREADS")])
+def test_numbers_that_are_not_finite_or_below_their_floor_are_refused(flag, value, env):
+    """NaN would turn the repository watch off without a word (nan > 0 is false), infinity would never drain."""
+    command = [*CLI, "serve", "--port", "0", "--metrics-port", "-1", "--admin-port", "-1"]
+    extra = {env: value} if env else {}
+    if not env:
+        command += [flag, value]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, **extra})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert f"{flag} " in proc.stderr and "expected a finite number >=" in proc.stderr, proc.stderr
+
+
 def test_a_bad_serve_variable_leaves_the_other_commands_alone():
     env = {"DWCP_INFERENCE_PORT": "abc"}
     assert run("train", "--help", env=env).returncode == 0
