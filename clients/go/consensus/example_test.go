@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/dwcp/inference/clients/go/consensus"
 	"github.com/dwcp/inference/clients/go/inference"
 	"github.com/dwcp/inference/clients/go/internal/servertest"
@@ -11,31 +13,33 @@ import (
 
 func TestMain(m *testing.M) { servertest.Main(m) }
 
-// The DWCP call site: check each consensus round's latency.
+// The DWCP call site: check each consensus round's latency, with the cluster's measured state.
 func ExampleAnomalyDetector_CheckConsensusLatency() {
-	client, err := inference.New(inference.WithTarget(servertest.Target(nil)))
-	if err != nil {
-		panic(err)
-	}
-	defer client.Close()
-	ad := consensus.NewAnomalyDetector(client, inference.DefaultDeployment())
+	ad := consensus.NewAnomalyDetector(consensus.DefaultAnomalyDetectorConfig(), zap.NewNop(),
+		consensus.WithTarget(servertest.Target(nil)))
+	defer ad.Close()
+	ad.UpdateConsensusState(consensus.ConsensusState{QueueDepth: 5, ProposalsPending: 3, ProposalsCommitted: 200,
+		QuorumSize: 3, ActiveNodes: 5, LatencyP95Ms: 20, LatencyP99Ms: 30})
 	flagged := 0
 	for i := 0; i < consensus.Window; i++ {
 		if ad.CheckConsensusLatency(10) != nil {
 			flagged++
 		}
 	}
-	fmt.Println("normal rounds flagged:", flagged, ad.LastError())
-	var a interface{ String() string }
+	source, err := ad.LastSource()
+	fmt.Println("normal rounds flagged:", flagged, "judged by:", source, err)
+	ad.UpdateConsensusState(consensus.ConsensusState{QueueDepth: 60, ProposalsPending: 40, ProposalsCommitted: 20,
+		QuorumSize: 3, ActiveNodes: 5, LatencyP95Ms: 1800, LatencyP99Ms: 2700})
+	var slow *consensus.Anomaly
 	for i := 0; i < consensus.Window; i++ {
-		if an := ad.CheckConsensusLatency(900); an != nil {
-			a = an.Severity
+		if a := ad.CheckConsensusLatency(900); a != nil && slow == nil {
+			slow = a
 		}
 	}
-	fmt.Println("slow rounds flagged:", a != nil)
+	fmt.Println("slow rounds flagged:", slow != nil, "by:", slow.Source, slow.Metric, slow.Component)
 	// Output:
-	// normal rounds flagged: 0 <nil>
-	// slow rounds flagged: true
+	// normal rounds flagged: 0 judged by: remote <nil>
+	// slow rounds flagged: true by: remote consensus_latency acp
 }
 
 func TestFeaturesInterfaceAgainstTheServer(t *testing.T) {

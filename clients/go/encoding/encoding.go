@@ -8,6 +8,8 @@ package encoding
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -142,7 +144,8 @@ var defaultLinks = map[NetworkMode]Link{
 var linkTypes = map[NetworkMode]pb.LinkType{ModeDatacenter: pb.LinkType_LINK_TYPE_DC,
 	ModeInternet: pb.LinkType_LINK_TYPE_WAN, ModeHybrid: pb.LinkType_LINK_TYPE_METRO}
 
-// Fallback answers when the service cannot.
+// Fallback is DWCP's rule for a payload, the chain's last source: it answers when neither the in-process
+// model nor the service can (default DWCPRule).
 type Fallback func(data []byte, mode NetworkMode) CompressionAlgorithm
 
 // Option configures a selector. DWCP's constructor takes none; these are extra, trailing arguments.
@@ -158,15 +161,37 @@ func WithClientOptions(opts ...inference.Option) Option {
 	return func(cs *CompressionSelector) { cs.clientOpts = append(cs.clientOpts, opts...) }
 }
 
-// WithFallback sets what answers when the service cannot (default DWCPHeuristic).
+// WithFallback sets the rule that answers when no model can (default DWCPRule).
 func WithFallback(f Fallback) Option { return func(cs *CompressionSelector) { cs.fallback = f } }
+
+// WithModelPath runs the compression_selector at path (a repository, or a model or version directory)
+// in-process through the registered local runtime (import the embedded package); NewCompressionSelector logs
+// nothing and returns no error (DWCP's signature): LocalError says why it could not.
+func WithModelPath(path string) Option { return func(cs *CompressionSelector) { cs.modelPath = path } }
+
+// WithLocalConfig passes settings (the libonnxruntime path) to the local runtime.
+func WithLocalConfig(cfg inference.LocalConfig) Option {
+	return func(cs *CompressionSelector) { cs.localCfg = cfg }
+}
+
+// WithSourceOrder sets the sources asked and their order (default embedded, remote, rule).
+func WithSourceOrder(order ...inference.Source) Option {
+	return func(cs *CompressionSelector) { cs.order = append([]inference.Source(nil), order...) }
+}
+
+// WithChainMetrics counts answers and fallbacks into m (shared between drop-ins, registered once).
+func WithChainMetrics(m *inference.ChainMetrics) Option {
+	return func(cs *CompressionSelector) { cs.metrics = m }
+}
 
 // Selection is a choice and where it came from.
 type Selection struct {
-	Algorithm    CompressionAlgorithm
-	FromFallback bool
-	ModelVersion string // the model version that chose, or "fallback"
-	Err          error  // why the service could not answer, when FromFallback
+	Algorithm CompressionAlgorithm
+	// Source is what chose: the model in-process or in the service, or DWCP's rule.
+	Source       inference.Source
+	FromFallback bool   // Source is the rule
+	ModelVersion string // "compression_selector:<version>", or the rule's "rule:dwcp_v3" / "rule:small_data"
+	Err          error  // why the sources before the rule could not answer, when FromFallback
 }
 
 // CompressionSelector picks a codec for each payload (DWCP's type and method set).
@@ -174,6 +199,13 @@ type CompressionSelector struct {
 	client     inference.Client
 	owned      bool
 	clientOpts []inference.Option
+	modelPath  string
+	localCfg   inference.LocalConfig
+	local      inference.LocalRuntime
+	localErr   error
+	order      []inference.Source
+	metrics    *inference.ChainMetrics
+	chain      *inference.Chain
 	fallback   Fallback
 	fallbacks  atomic.Uint64
 
@@ -184,17 +216,29 @@ type CompressionSelector struct {
 	stats  map[CompressionAlgorithm]*AlgorithmStats
 }
 
-// NewCompressionSelector returns a selector for links of mode. The service is the one WithClient gives, else
-// the client made from WithClientOptions (its target, else $DWCP_INFERENCE_TARGET, else 127.0.0.1:50051).
-// The connection is made lazily: a service that is down makes selections fall back, not this constructor.
+// NewCompressionSelector returns a selector for links of mode. Its sources, tried in order for each payload:
+// the model in-process (WithModelPath), the service (WithClient, else a client for WithClientOptions' target,
+// $DWCP_INFERENCE_TARGET or 127.0.0.1:50051, connected lazily), then DWCP's rule (WithFallback).
 func NewCompressionSelector(mode NetworkMode, config *SelectorConfig, opts ...Option) *CompressionSelector {
 	if config == nil {
 		config = DefaultSelectorConfig()
 	}
-	cs := &CompressionSelector{mode: mode, config: config, fallback: DWCPHeuristic,
-		stats: map[CompressionAlgorithm]*AlgorithmStats{}}
+	cs := &CompressionSelector{mode: mode, config: config, stats: map[CompressionAlgorithm]*AlgorithmStats{}}
+	cs.fallback = cs.DWCPRule
 	for _, o := range opts {
 		o(cs)
+	}
+	if cs.metrics == nil {
+		cs.metrics = inference.NewChainMetrics()
+	}
+	providers := []inference.Provider{{Source: inference.SourceRule, Answerer: selectorRule{cs: cs}}}
+	if cs.modelPath != "" {
+		if rt, err := inference.OpenLocal(cs.modelPath, cs.localCfg); err != nil {
+			cs.localErr = err
+		} else {
+			cs.local = rt
+			providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: rt})
+		}
 	}
 	if cs.client == nil {
 		target := "127.0.0.1:50051"
@@ -205,8 +249,29 @@ func NewCompressionSelector(mode NetworkMode, config *SelectorConfig, opts ...Op
 			cs.client, cs.owned = c, true
 		}
 	}
+	if cs.client != nil {
+		providers = append(providers, inference.Provider{Source: inference.SourceRemote, Answerer: inference.Remote(cs.client)})
+	}
+	chainOpts := []inference.ChainOption{inference.WithChainMetrics(cs.metrics)}
+	if cs.order != nil {
+		chainOpts = append(chainOpts, inference.WithOrder(cs.order...))
+	}
+	var err error
+	if cs.chain, err = inference.NewChain(providers, chainOpts...); err != nil {
+		// An order naming no source that exists: DWCP's rule alone, as DWCP's selector is.
+		cs.chain, _ = inference.NewChain(providers[:1], inference.WithChainMetrics(cs.metrics))
+	}
 	return cs
 }
+
+// LocalError is why WithModelPath's model could not be opened (nil when it was, or none was asked).
+func (cs *CompressionSelector) LocalError() error { return cs.localErr }
+
+// Sources lists the sources asked for each payload, in order.
+func (cs *CompressionSelector) Sources() []inference.Source { return cs.chain.Sources() }
+
+// Metrics is the selector's answer and fallback counters, a prometheus.Collector to register.
+func (cs *CompressionSelector) Metrics() *inference.ChainMetrics { return cs.metrics }
 
 // UpdateLink records the link's measured state.
 func (cs *CompressionSelector) UpdateLink(l Link) {
@@ -222,12 +287,13 @@ func (cs *CompressionSelector) UpdateMode(mode NetworkMode) {
 	cs.mode = mode
 }
 
-// SelectCompression returns the algorithm the service predicts to be fastest for data on the link. Its
-// signature has no error, as DWCP's has none: when the service cannot answer, the fallback does (Select says
-// which answered).
+// SelectCompression returns the algorithm predicted to be fastest for data on the link. Its signature has no
+// error, as DWCP's has none: when no model can answer, DWCP's rule does (Select says which answered).
 func (cs *CompressionSelector) SelectCompression(data []byte, mode NetworkMode) CompressionAlgorithm {
 	return cs.Select(data, mode).Algorithm
 }
+
+type payloadKey struct{}
 
 // Select is SelectCompression with the origin of the answer.
 func (cs *CompressionSelector) Select(data []byte, mode NetworkMode) Selection {
@@ -240,7 +306,8 @@ func (cs *CompressionSelector) Select(data []byte, mode NetworkMode) Selection {
 	small := cs.config.SmallDataSize
 	cs.mu.Unlock()
 	if len(data) < small {
-		return Selection{Algorithm: CompressionNone, ModelVersion: "rule:small_data"}
+		// DWCP's rule's first line: too small to be worth compressing, whatever the link.
+		return Selection{Algorithm: CompressionNone, Source: inference.SourceRule, ModelVersion: "rule:small_data"}
 	}
 	lt, ok := linkTypes[mode]
 	if !ok {
@@ -250,19 +317,29 @@ func (cs *CompressionSelector) Select(data []byte, mode NetworkMode) Selection {
 	if len(sample) > SampleBytes {
 		sample = sample[:SampleBytes]
 	}
-	var resp *pb.SelectCompressionResponse
-	err := errNoClient
-	if cs.client != nil {
-		resp, err = cs.client.SelectCompression(context.Background(), &pb.SelectCompressionRequest{
-			Link:    &pb.LinkState{ThroughputMbps: link.ThroughputMbps, RttMs: link.RTTMs, LinkType: lt, PacketLoss: link.PacketLoss},
-			Payload: &pb.PayloadTraits{SizeBytes: int64(len(data)), Sample: sample}})
+	var trace inference.Trace
+	ctx := inference.WithTrace(context.WithValue(context.Background(), payloadKey{}, data), &trace)
+	resp, source, err := cs.chain.SelectCompression(ctx, &pb.SelectCompressionRequest{
+		Link:    &pb.LinkState{ThroughputMbps: link.ThroughputMbps, RttMs: link.RTTMs, LinkType: lt, PacketLoss: link.PacketLoss},
+		Payload: &pb.PayloadTraits{SizeBytes: int64(len(data)), Sample: sample}})
+	var skipped []error
+	for _, s := range trace.Skipped {
+		skipped = append(skipped, fmt.Errorf("%s: %w", s.Source, s.Err))
 	}
 	if err != nil {
+		// Not even the rule answered (an order without it): DWCP's rule all the same, as the signature has
+		// no error.
 		cs.fallbacks.Add(1)
-		return Selection{Algorithm: cs.fallback(data, mode), FromFallback: true, ModelVersion: "fallback", Err: err}
+		return Selection{Algorithm: cs.fallback(data, mode), Source: inference.SourceRule, FromFallback: true,
+			ModelVersion: "rule:dwcp_v3", Err: errors.Join(append(skipped, err)...)}
 	}
-	return Selection{Algorithm: CompressionAlgorithm(inference.Algorithm(resp.GetDecision().GetChoice())),
-		ModelVersion: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion()}
+	sel := Selection{Algorithm: CompressionAlgorithm(inference.Algorithm(resp.GetDecision().GetChoice())),
+		Source: source, ModelVersion: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion()}
+	if source == inference.SourceRule {
+		cs.fallbacks.Add(1)
+		sel.FromFallback, sel.Err = true, errors.Join(skipped...)
+	}
+	return sel
 }
 
 // RecordPerformance records how an algorithm did on a payload (moving averages weighted by LearningRate);
@@ -307,18 +384,24 @@ func (cs *CompressionSelector) GetStats() map[string]interface{} {
 		"fallbacks": cs.fallbacks.Load(), "algorithms": algos}
 }
 
-// Fallbacks counts the selections made by the fallback rule.
+// Fallbacks counts the selections DWCP's rule made (small payloads aside).
 func (cs *CompressionSelector) Fallbacks() uint64 { return cs.fallbacks.Load() }
 
-// Close releases the connection the selector made.
+// Close releases the connection and runtime the selector opened.
 func (cs *CompressionSelector) Close() error {
+	var errs []error
 	if cs.client != nil && cs.owned {
-		return cs.client.Close()
+		errs = append(errs, cs.client.Close())
 	}
-	return nil
+	if cs.local != nil {
+		errs = append(errs, cs.local.Close())
+	}
+	return errors.Join(errs...)
 }
 
-// DWCPHeuristic is a rule by mode: datacenter none, hybrid LZ4, internet Zstd.
+// DWCPHeuristic is a rule by mode alone: datacenter none, hybrid LZ4, internet Zstd.
+//
+// Deprecated: not DWCP's rule; the default Fallback is now CompressionSelector.DWCPRule, DWCP v3's own.
 func DWCPHeuristic(_ []byte, mode NetworkMode) CompressionAlgorithm {
 	switch mode {
 	case ModeDatacenter:
@@ -328,9 +411,3 @@ func DWCPHeuristic(_ []byte, mode NetworkMode) CompressionAlgorithm {
 	}
 	return CompressionZstd
 }
-
-type noClientError struct{}
-
-func (noClientError) Error() string { return "encoding: no client (the target could not be parsed)" }
-
-var errNoClient error = noClientError{}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/dwcp/inference/clients/go/encoding"
 	"github.com/dwcp/inference/clients/go/inference"
@@ -42,9 +43,44 @@ func TestFallsBackWhenTheServiceIsDown(t *testing.T) {
 	if sel.Algorithm != encoding.CompressionBrotli || !sel.FromFallback || sel.Err == nil || cs.Fallbacks() != 1 {
 		t.Fatalf("got %+v with %d fallbacks", sel, cs.Fallbacks())
 	}
+	if sel.Source != inference.SourceRule || cs.Metrics().Fallbacks("SelectCompression", inference.SourceRemote, "unavailable") != 1 {
+		t.Fatalf("source %q; counters disagree", sel.Source)
+	}
 	hybrid := encoding.NewCompressionSelector(encoding.ModeHybrid, cfg, encoding.WithClient(client))
-	if got := hybrid.SelectCompression([]byte("y"), encoding.ModeHybrid); got != encoding.CompressionLZ4 {
-		t.Fatalf("default fallback gave %v for hybrid, want LZ4", got)
+	if got := hybrid.SelectCompression([]byte("y"), encoding.ModeHybrid); got != encoding.CompressionZstd {
+		t.Fatalf("DWCP's rule gave %v for hybrid without adaptive selection, want Zstd", got)
+	}
+}
+
+func TestDWCPRuleAnswersAsDWCPsSelectorDoes(t *testing.T) {
+	client, _ := inference.New(inference.WithTarget("127.0.0.1:1"), inference.WithRetries(1, 0))
+	defer client.Close()
+	text := bytes.Repeat([]byte("consensus proposal committed by node-7; "), 1000) // 40 KB
+	noise := make([]byte, 64<<10)
+	rand.Read(noise)
+	adaptive := encoding.DefaultSelectorConfig()
+	cs := encoding.NewCompressionSelector(encoding.ModeInternet, adaptive, encoding.WithClient(client))
+	defer cs.Close()
+	for _, tc := range []struct {
+		data []byte
+		mode encoding.NetworkMode
+		want encoding.CompressionAlgorithm
+	}{
+		{noise, encoding.ModeInternet, encoding.CompressionNone}, // entropy too high
+		{text, encoding.ModeDatacenter, encoding.CompressionLZ4}, // under 100 KiB in a datacenter
+		{bytes.Repeat(text, 4), encoding.ModeDatacenter, encoding.CompressionZstd},
+		{text, encoding.ModeInternet, encoding.CompressionZstdMax}, // text on the internet
+		{text, encoding.ModeHybrid, encoding.CompressionZstd},      // hybrid, nothing measured yet
+	} {
+		sel := cs.Select(tc.data, tc.mode)
+		if sel.Algorithm != tc.want || sel.Source != inference.SourceRule || sel.ModelVersion != "rule:dwcp_v3" {
+			t.Errorf("%d bytes in %v: %+v, want %v", len(tc.data), tc.mode, sel, tc.want)
+		}
+	}
+	cs.RecordPerformance(encoding.CompressionLZ4, 1<<20, 1<<19, time.Millisecond) // 2x at 1000 MB/s
+	cs.RecordPerformance(encoding.CompressionZstd, 1<<20, 1<<18, 100*time.Millisecond)
+	if got := cs.SelectCompression(text, encoding.ModeHybrid); got != encoding.CompressionLZ4 {
+		t.Errorf("hybrid after LZ4 measured fastest: %v", got)
 	}
 }
 

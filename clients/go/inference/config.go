@@ -4,6 +4,11 @@
 // variations are CallOptions. Calls that fail with UNAVAILABLE or DEADLINE_EXCEEDED are retried with
 // exponential backoff, within a retry budget shared by the client's calls (WithRetryThrottling); no other
 // status is retried.
+//
+// Answerer is what answers an RPC in the server's types: the client (Remote), a local runtime registered by
+// the cgo package clients/go/embedded (RegisterLocal, OpenLocal), or a drop-in's DWCP rule. A Chain asks its
+// Answerers in order (embedded, remote, rule by default), moves on only when one cannot answer here, says
+// which Source answered, and counts answers and fallbacks for Prometheus (ChainMetrics).
 package inference
 
 import (

@@ -28,6 +28,9 @@ type Option func(*options)
 type options struct {
 	client     inference.Client
 	clientOpts []inference.Option
+	order      []inference.Source
+	metrics    *inference.ChainMetrics
+	local      inference.LocalConfig
 }
 
 // WithClient makes the detector use c (the caller keeps owning it).
@@ -38,30 +41,71 @@ func WithClientOptions(opts ...inference.Option) Option {
 	return func(o *options) { o.clientOpts = append(o.clientOpts, opts...) }
 }
 
-// clientFor returns the client to use: WithClient's, else a new one for the first of inference.WithTarget among
-// the options, modelPath when it is a gRPC target (a ':' and not a .onnx file), $DWCP_INFERENCE_TARGET, or
-// 127.0.0.1:50051.
-func clientFor(modelPath string, opts []Option) (inference.Client, error) {
+// WithSourceOrder sets the sources asked and their order (default embedded, remote, rule).
+func WithSourceOrder(order ...inference.Source) Option {
+	return func(o *options) { o.order = append([]inference.Source(nil), order...) }
+}
+
+// WithChainMetrics counts answers and fallbacks into m (shared between drop-ins, registered once).
+func WithChainMetrics(m *inference.ChainMetrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithLocalConfig passes settings (the libonnxruntime path) to the local runtime.
+func WithLocalConfig(cfg inference.LocalConfig) Option { return func(o *options) { o.local = cfg } }
+
+func isTarget(modelPath string) bool {
+	return strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx")
+}
+
+// detectorFor opens the sources modelPath and the options name, as prediction.NewLSTMPredictor does: a
+// modelPath on disk runs in-process through the registered local runtime (an error saying so when there is
+// none); the service is WithClient's, else inference.WithTarget among the options, modelPath when it is a gRPC
+// target, or $DWCP_INFERENCE_TARGET; with none of these and no model on disk, 127.0.0.1:50051. A modelPath
+// that does not exist (DWCP's "isolation_forest.onnx" default) names nothing.
+func detectorFor(modelPath string, opts []Option) (*InferenceDetector, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.client != nil {
-		return o.client, nil
+	var local inference.LocalRuntime
+	if modelPath != "" && !isTarget(modelPath) {
+		if _, err := os.Stat(modelPath); err == nil {
+			if local, err = inference.OpenLocal(modelPath, o.local); err != nil {
+				return nil, fmt.Errorf("monitoring: %w", err)
+			}
+		}
 	}
-	target := "127.0.0.1:50051"
-	if t := os.Getenv(TargetEnv); t != "" {
-		target = t
+	client := o.client
+	if client == nil {
+		target := os.Getenv(TargetEnv)
+		if isTarget(modelPath) {
+			target = modelPath
+		}
+		if target == "" && local == nil {
+			target = "127.0.0.1:50051"
+		}
+		if target != "" || len(o.clientOpts) > 0 {
+			if target == "" {
+				target = "127.0.0.1:50051"
+			}
+			c, err := inference.New(append([]inference.Option{inference.WithTarget(target)}, o.clientOpts...)...)
+			if err != nil {
+				if local != nil {
+					local.Close()
+				}
+				return nil, err
+			}
+			client = c
+		}
 	}
-	if strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx") {
-		target = modelPath
+	d, err := newInferenceDetector(client, local, o.order, o.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("monitoring: %w", err)
 	}
-	return inference.New(append([]inference.Option{inference.WithTarget(target)}, o.clientOpts...)...)
+	return d, nil
 }
 
-// IsolationForestModel is DWCP's node-reliability detector, answered by the service's reliability_detector
-// (whichever model family its current version is). modelPath is a gRPC target, or a model file path, which
-// names no service (see clientFor).
+// IsolationForestModel is DWCP's node-reliability detector, answered by the reliability_detector model
+// (whichever model family its current version is): see InferenceDetector and detectorFor for its sources.
 type IsolationForestModel struct {
 	*InferenceDetector
 }
@@ -73,13 +117,13 @@ type IsolationTree struct{ _ struct{} }
 // IsolationNode is DWCP's exported node type, kept so that code naming it compiles.
 type IsolationNode struct{ _ struct{} }
 
-// NewIsolationForestModel returns the service-backed reliability detector.
+// NewIsolationForestModel returns the reliability detector for modelPath (see detectorFor).
 func NewIsolationForestModel(modelPath string, logger *zap.Logger, opts ...Option) (*IsolationForestModel, error) {
-	c, err := clientFor(modelPath, opts)
+	d, err := detectorFor(modelPath, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &IsolationForestModel{NewInferenceDetector(c)}, nil
+	return &IsolationForestModel{d}, nil
 }
 
 // LSTMAutoencoderModel is DWCP's MetricVector-window autoencoder. The service has no such model: the

@@ -86,7 +86,16 @@ func TestFallbackDetectorAnswersWhenTheServiceIsDown(t *testing.T) {
 	if err != nil || a == nil || a.ModelType != "fallback:static_threshold" || a.MetricName != "latency" {
 		t.Fatalf("got %+v, %v", a, err)
 	}
-	if d.Fallbacks() != 1 {
-		t.Fatalf("fallbacks %d", d.Fallbacks())
+	if d.Fallbacks() != 1 || a.Context["source"] != inference.SourceRule {
+		t.Fatalf("fallbacks %d, source %v", d.Fallbacks(), a.Context["source"])
+	}
+	// Without a Fallback, DWCP's thresholds answer: its 500 ms latency limit before any training.
+	plain := monitoring.NewInferenceDetector(client)
+	if a, err := plain.Detect(context.Background(), &monitoring.MetricVector{Latency: 600}); err != nil || a == nil ||
+		a.MetricName != "latency" || a.Context["source"] != inference.SourceRule {
+		t.Fatalf("default rule: %+v, %v", a, err)
+	}
+	if n := plain.Metrics().Fallbacks("DetectAnomaly", inference.SourceRemote, "unavailable"); n != 1 {
+		t.Fatalf("remote fallbacks counted %v", n)
 	}
 }

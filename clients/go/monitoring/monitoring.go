@@ -9,9 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
@@ -101,25 +104,54 @@ var ErrTrainedOffline = errors.New("monitoring: the reliability model is trained
 // unmeasured are the NodeMetrics fields the model reads that a MetricVector does not carry.
 var unmeasured = []string{"timeout_rate", "latency_p99_ms", "sla_violations", "connection_failures", "disk_io_mbps"}
 
-// InferenceDetector is a Detector answered by the service's reliability_detector.
+// InferenceDetector is a Detector answered by the reliability_detector model, through an inference.Chain:
+// in-process when NewIsolationForestModel's modelPath names a model on disk and a local runtime is registered,
+// then the service, then DWCP's rule (Fallback, default a ThresholdDetector).
 //
 // Detect sends what a MetricVector carries and nothing made up: ErrorRate, Latency (as the median latency),
 // PacketLoss, CPUUsage and MemoryUsage, as fractions 0..1 where the service's NodeMetrics says so. The model
 // also reads timeout_rate, latency_p99_ms, sla_violations, connection_failures and disk_io_mbps, which a
-// MetricVector lacks: the service cannot tell them from zeros (plain proto3 doubles), and every Anomaly says
-// which were not measured (Context["unmeasured_fields"]). Callers with the full node metrics use DetectNode.
+// MetricVector lacks: they are sent as 0, which the service cannot tell from a measured 0 (plain proto3
+// doubles), and every Anomaly says which were not measured (Context["unmeasured_fields"], Context["imputed"]).
+// Callers with the full node metrics use DetectNode. Context["source"] says what judged.
 type InferenceDetector struct {
 	client inference.Client
-	// Fallback, when set, answers when the service cannot; its anomalies' ModelType starts with "fallback:".
+	chain  *inference.Chain
+	local  inference.LocalRuntime
+	// Fallback, when set, is the rule that answers when no model can (default a ThresholdDetector); its
+	// anomalies' ModelType starts with "fallback:".
 	Fallback  Detector
 	fallbacks atomic.Uint64
 }
 
 var _ Detector = (*InferenceDetector)(nil)
 
-// NewInferenceDetector returns a detector using client.
+// NewInferenceDetector returns a detector asking client, then DWCP's rule.
 func NewInferenceDetector(client inference.Client) *InferenceDetector {
-	return &InferenceDetector{client: client}
+	d, _ := newInferenceDetector(client, nil, nil, nil)
+	return d
+}
+
+func newInferenceDetector(client inference.Client, local inference.LocalRuntime, order []inference.Source,
+	metrics *inference.ChainMetrics) (*InferenceDetector, error) {
+	d := &InferenceDetector{client: client, local: local}
+	providers := []inference.Provider{{Source: inference.SourceRule, Answerer: anomalyRule{d: d}}}
+	if client != nil {
+		providers = append(providers, inference.Provider{Source: inference.SourceRemote, Answerer: inference.Remote(client)})
+	}
+	if local != nil {
+		providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: local})
+	}
+	if metrics == nil {
+		metrics = inference.NewChainMetrics()
+	}
+	opts := []inference.ChainOption{inference.WithChainMetrics(metrics)}
+	if order != nil {
+		opts = append(opts, inference.WithOrder(order...))
+	}
+	var err error
+	d.chain, err = inference.NewChain(providers, opts...)
+	return d, err
 }
 
 // Name identifies the detector.
@@ -136,8 +168,16 @@ func (d *InferenceDetector) Train(ctx context.Context, normalData []*MetricVecto
 	return ErrTrainedOffline
 }
 
-// Fallbacks counts the calls the fallback answered.
+// Fallbacks counts the calls the rule answered.
 func (d *InferenceDetector) Fallbacks() uint64 { return d.fallbacks.Load() }
+
+// Metrics is the detector's answer and fallback counters, a prometheus.Collector to register.
+func (d *InferenceDetector) Metrics() *inference.ChainMetrics { return d.chain.Metrics() }
+
+// Sources lists the sources asked, in order.
+func (d *InferenceDetector) Sources() []inference.Source { return d.chain.Sources() }
+
+type metricVectorKey struct{}
 
 // Detect returns an Anomaly when the node's metrics are anomalous, nil when they are not.
 func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anomaly, error) {
@@ -146,28 +186,27 @@ func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anoma
 	if !m.Timestamp.IsZero() {
 		n.Timestamp = timestamppb.New(m.Timestamp)
 	}
-	a, err := d.DetectNode(ctx, n)
-	if err != nil && d.Fallback != nil {
-		d.fallbacks.Add(1)
-		if a, err = d.Fallback.Detect(ctx, m); a != nil {
-			a.ModelType = "fallback:" + d.Fallback.Name()
-		}
-		return a, err
-	}
+	a, err := d.DetectNode(context.WithValue(ctx, metricVectorKey{}, m), n)
 	if a != nil {
 		if !m.Timestamp.IsZero() {
 			a.Timestamp = m.Timestamp
 		}
-		a.Context["unmeasured_fields"] = append([]string(nil), unmeasured...)
+		if a.Context["source"] != inference.SourceRule {
+			a.Context["unmeasured_fields"] = append([]string(nil), unmeasured...)
+			a.Context["imputed"] = "unmeasured_fields sent as 0 (the service reads a missing value as 0)"
+		}
 	}
 	return a, err
 }
 
 // DetectNode judges a full node metric vector.
 func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (*Anomaly, error) {
-	resp, err := d.client.DetectAnomaly(ctx, &pb.DetectAnomalyRequest{Metrics: n})
+	resp, source, err := d.chain.DetectAnomaly(ctx, &pb.DetectAnomalyRequest{Metrics: n})
 	if err != nil {
 		return nil, err
+	}
+	if source == inference.SourceRule {
+		d.fallbacks.Add(1)
 	}
 	v := resp.GetVerdict()
 	if !v.GetIsAnomaly() {
@@ -176,7 +215,7 @@ func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (
 	a := &Anomaly{Timestamp: time.Now(), Severity: Severity(v.GetSeverity()), Confidence: confidence(v),
 		ModelType: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion(),
 		Context: map[string]interface{}{"score": v.GetScore(), "threshold": v.GetThreshold(),
-			"prediction_id": v.GetPredictionId()}}
+			"prediction_id": v.GetPredictionId(), "source": source}}
 	if top := v.GetContributions(); len(top) > 0 {
 		a.MetricName, a.Value, a.Expected, a.Deviation = top[0].GetFeature(), top[0].GetValue(), top[0].GetExpected(),
 			top[0].GetDeviation()
@@ -184,6 +223,38 @@ func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (
 	a.Description = fmt.Sprintf("%s anomaly: %s = %.4g, normal %.4g (%.1f sd); score %.3g >= threshold %.3g",
 		a.Severity, a.MetricName, a.Value, a.Expected, a.Deviation, v.GetScore(), v.GetThreshold())
 	return a, nil
+}
+
+// anomalyRule is the detector's Fallback (or a ThresholdDetector) as the chain's last source.
+type anomalyRule struct {
+	inference.UnimplementedAnswerer
+	d *InferenceDetector
+}
+
+func (r anomalyRule) DetectAnomaly(ctx context.Context, req *pb.DetectAnomalyRequest) (*pb.DetectAnomalyResponse, error) {
+	det := r.d.Fallback
+	if det == nil {
+		det = &ThresholdDetector{}
+	}
+	m, ok := ctx.Value(metricVectorKey{}).(*MetricVector)
+	if !ok {
+		n := req.GetMetrics()
+		m = &MetricVector{Latency: n.GetLatencyP50Ms(), PacketLoss: n.GetPacketLossRate(), CPUUsage: n.GetCpuUsage(),
+			MemoryUsage: n.GetMemoryUsage(), ErrorRate: n.GetErrorRate()}
+	}
+	a, err := det.Detect(ctx, m)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	v := &pb.AnomalyVerdict{Threshold: 1}
+	if a != nil {
+		v.IsAnomaly, v.Score = true, math.Max(1, a.Deviation)
+		v.Severity = map[SeverityLevel]pb.Severity{SeverityInfo: pb.Severity_SEVERITY_INFO,
+			SeverityWarning: pb.Severity_SEVERITY_WARNING, SeverityCritical: pb.Severity_SEVERITY_CRITICAL}[a.Severity]
+		v.Contributions = []*pb.FeatureContribution{{Feature: a.MetricName, Value: a.Value, Expected: a.Expected,
+			Deviation: a.Deviation}}
+	}
+	return &pb.DetectAnomalyResponse{Verdict: v, Model: &pb.ModelRef{Name: "fallback", Version: det.Name()}}, nil
 }
 
 // Severity maps the service's severity to DWCP's.
@@ -207,7 +278,8 @@ func confidence(v *pb.AnomalyVerdict) float64 {
 }
 
 // ThresholdDetector is a static-threshold Detector, the kind DWCP used before models: errors above 5%, loss
-// above 2%, CPU or memory above 95%, or latency above 3x its normal mean (learned by Train).
+// above 2%, CPU or memory above 95%, or latency above 3x its normal mean (learned by Train; before it, DWCP's
+// DetectAnomaly latency limit, 500 ms).
 type ThresholdDetector struct {
 	normalLatency float64
 }
@@ -230,13 +302,23 @@ func (t *ThresholdDetector) Train(ctx context.Context, normalData []*MetricVecto
 	return ctx.Err()
 }
 
+// dwcpLatencyLimitMs is DWCP's DetectAnomaly latency limit (monitoring/anomaly_detector.go).
+const dwcpLatencyLimitMs = 500
+
+func (t *ThresholdDetector) latencyLimit() float64 {
+	if t.normalLatency > 0 {
+		return 3 * t.normalLatency
+	}
+	return dwcpLatencyLimitMs
+}
+
 // Detect flags the first metric over its threshold.
 func (t *ThresholdDetector) Detect(_ context.Context, m *MetricVector) (*Anomaly, error) {
 	checks := []struct {
 		name             string
 		value, threshold float64
 	}{{"error_rate", m.ErrorRate, 0.05}, {"packet_loss", m.PacketLoss, 0.02}, {"cpu_usage", m.CPUUsage, 0.95},
-		{"memory_usage", m.MemoryUsage, 0.95}, {"latency", m.Latency, 3 * t.normalLatency}}
+		{"memory_usage", m.MemoryUsage, 0.95}, {"latency", m.Latency, t.latencyLimit()}}
 	for _, c := range checks {
 		if c.threshold > 0 && c.value > c.threshold {
 			return &Anomaly{Timestamp: m.Timestamp, MetricName: c.name, Value: c.value, Expected: c.threshold,

@@ -21,6 +21,9 @@ type options struct {
 	target      string
 	clientOpts  []inference.Option
 	callOptions []inference.CallOption
+	order       []inference.Source // nil: inference.DefaultOrder
+	metrics     *inference.ChainMetrics
+	local       inference.LocalConfig
 }
 
 // WithClient makes the predictor use c (the caller keeps owning it: Close does not close it).
@@ -49,6 +52,20 @@ func WithModelLabel(label string) Option {
 	return func(o *options) { o.callOptions = append(o.callOptions, inference.WithLabel(label)) }
 }
 
+// WithSourceOrder sets the sources tried for each prediction and their order (default embedded, remote, rule:
+// see inference.Chain); a source not named is not used, e.g. WithSourceOrder(inference.SourceRemote) for the
+// service alone.
+func WithSourceOrder(order ...inference.Source) Option {
+	return func(o *options) { o.order = append([]inference.Source(nil), order...) }
+}
+
+// WithChainMetrics makes the predictor count answers and fallbacks into m (shared by several drop-ins and
+// registered once with Prometheus); otherwise each predictor has its own (LSTMPredictor.Metrics).
+func WithChainMetrics(m *inference.ChainMetrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithLocalConfig passes settings (the libonnxruntime path) to the local runtime that opens a model path.
+func WithLocalConfig(cfg inference.LocalConfig) Option { return func(o *options) { o.local = cfg } }
+
 func newOptions(opts []Option) options {
 	var o options
 	for _, opt := range opts {
@@ -57,18 +74,20 @@ func newOptions(opts []Option) options {
 	return o
 }
 
-// targetFor is the service address for modelPath: WithTarget, else modelPath when it is a gRPC target (it has
-// a ':' and is not a .onnx file), else $DWCP_INFERENCE_TARGET, else 127.0.0.1:50051. A model file path, as
-// DWCP's in-process predictor took, does not name a service.
-func (o options) targetFor(modelPath string) string {
+// isTarget reports whether modelPath names a service (it has a ':' and is not a .onnx file) rather than a
+// model on disk.
+func isTarget(modelPath string) bool {
+	return strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx")
+}
+
+// namedTarget is the service address the options, modelPath or the environment name: WithTarget, else
+// modelPath when it is a gRPC target, else $DWCP_INFERENCE_TARGET; "" when none does.
+func (o options) namedTarget(modelPath string) string {
 	if o.target != "" {
 		return o.target
 	}
-	if strings.Contains(modelPath, ":") && !strings.HasSuffix(modelPath, ".onnx") {
+	if isTarget(modelPath) {
 		return modelPath
 	}
-	if t := os.Getenv(TargetEnv); t != "" {
-		return t
-	}
-	return "127.0.0.1:50051"
+	return os.Getenv(TargetEnv)
 }

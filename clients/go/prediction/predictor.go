@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -20,18 +21,29 @@ var errClosed = errors.New("prediction: predictor is closed")
 // maxRecords bounds the predictions a predictor keeps (judged or waiting for their actual sample).
 const maxRecords = 1024
 
-// Fallback answers when the service cannot. Its prediction's ModelVersion should start with "fallback:".
+// Fallback is DWCP's rule for a prediction, the chain's last source: it answers when neither the in-process
+// model nor the service can. Its prediction's ModelVersion reads "<rule>:<variant>".
 type Fallback func(history []NetworkSample) (*BandwidthPrediction, error)
 
-// LSTMPredictor predicts link bandwidth through the inference service (DWCP's type and method set; the model
-// runs in the service, not in-process).
+// RuleValidity is how long a prediction of the default rule is valid after the last sample (DWCP's
+// placeholder prediction's 15 minutes).
+const RuleValidity = 15 * time.Minute
+
+// LSTMPredictor predicts link bandwidth (DWCP's type and method set). Each prediction comes from the first of
+// its sources that can answer (inference.Chain): the model in-process when modelPath names one on disk and a
+// local runtime is registered (import the embedded package), the inference service when an option, modelPath
+// or $DWCP_INFERENCE_TARGET names one, then DWCP's rule (SetFallback; default HarmonicMeanFallback). Every
+// BandwidthPrediction says which source answered (Source).
 type LSTMPredictor struct {
 	opts     options
 	outcomes *outcomes.Queue
+	counters *inference.ChainMetrics
 
 	mu        sync.Mutex
-	client    inference.Client
-	owned     bool // the predictor made client and closes it
+	chain     *inference.Chain // nil once closed
+	client    inference.Client // the remote source, nil when there is none
+	owned     bool             // the predictor made client and closes it
+	local     inference.LocalRuntime
 	fallback  Fallback
 	fallbacks uint64
 	metrics   PredictorMetrics
@@ -40,10 +52,14 @@ type LSTMPredictor struct {
 	ids       []string // prediction id of records[i], for the outcome report
 }
 
-// NewLSTMPredictor connects to the inference service (see the package comment for where it is) and checks
-// that it serves bandwidth_predictor.
+// NewLSTMPredictor opens the sources modelPath and the options name (see LSTMPredictor and ReloadModel).
 func NewLSTMPredictor(modelPath string, opts ...Option) (*LSTMPredictor, error) {
-	p := &LSTMPredictor{opts: newOptions(opts), outcomes: outcomes.New()}
+	o := newOptions(opts)
+	p := &LSTMPredictor{opts: o, outcomes: outcomes.New(), counters: o.metrics,
+		fallback: HarmonicMeanFallback(RuleValidity)}
+	if p.counters == nil {
+		p.counters = inference.NewChainMetrics()
+	}
 	if err := p.ReloadModel(modelPath); err != nil {
 		p.outcomes.Close()
 		return nil, err
@@ -54,29 +70,19 @@ func NewLSTMPredictor(modelPath string, opts ...Option) (*LSTMPredictor, error) 
 // Predict predicts the next sample of the link whose recent samples (oldest first) are history.
 func (p *LSTMPredictor) Predict(history []NetworkSample) (*BandwidthPrediction, error) {
 	p.mu.Lock()
-	client := p.client
+	chain := p.chain
 	p.mu.Unlock()
+	if chain == nil {
+		return nil, errClosed
+	}
 	req := &pb.PredictBandwidthRequest{History: &pb.LinkHistory{Samples: make([]*pb.NetworkSample, len(history))}}
 	for i, s := range history {
 		req.History.Samples[i] = ToProto(s)
 	}
 	start := time.Now()
-	var resp *pb.PredictBandwidthResponse
-	err := errClosed
-	if client != nil {
-		resp, err = client.PredictBandwidth(context.Background(), req, p.opts.callOptions...)
-	}
+	resp, source, err := chain.PredictBandwidth(context.Background(), req)
 	if err != nil {
-		p.mu.Lock()
-		fallback := p.fallback
-		if fallback != nil {
-			p.fallbacks++
-		}
-		p.mu.Unlock()
-		if fallback == nil {
-			return nil, err
-		}
-		return fallback(history)
+		return nil, err
 	}
 	elapsed := float64(time.Since(start).Microseconds()) / 1000
 	r := resp.GetPrediction()
@@ -85,17 +91,20 @@ func (p *LSTMPredictor) Predict(history []NetworkSample) (*BandwidthPrediction, 
 		PredictedPacketLoss: r.GetPredictedPacketLoss(), PredictedJitterMs: r.GetPredictedJitterMs(),
 		Confidence: r.GetConfidence(), ValidUntil: r.GetValidUntil().AsTime(),
 		ModelVersion:   resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion(),
-		PredictionTime: r.GetPredictionTime().AsTime(),
+		PredictionTime: r.GetPredictionTime().AsTime(), Source: source,
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if source == inference.SourceRule {
+		p.fallbacks++
+	}
 	p.metrics.InferenceCount++
 	p.totalMs += elapsed
 	p.metrics.AvgInferenceMs = p.totalMs / float64(p.metrics.InferenceCount)
 	p.metrics.ModelVersion = pred.ModelVersion
 	p.records = append(p.records, PredictionRecord{Timestamp: start, Predicted: *pred, Error: math.NaN(),
 		InferenceTimeMs: elapsed})
-	p.ids = append(p.ids, r.GetPredictionId())
+	p.ids = append(p.ids, r.GetPredictionId()) // only the service's answers have one
 	if len(p.records) > maxRecords {
 		p.records, p.ids = p.records[len(p.records)-maxRecords:], p.ids[len(p.ids)-maxRecords:]
 	}
@@ -160,22 +169,39 @@ func (p *LSTMPredictor) OutcomeErrors() (uint64, error) { return p.outcomes.Erro
 // FlushOutcomes waits until the outcomes reported so far have been sent, or ctx ends.
 func (p *LSTMPredictor) FlushOutcomes(ctx context.Context) error { return p.outcomes.Flush(ctx) }
 
-// SetFallback makes f answer Predict when the service cannot (nil: return the service's error).
+// SetFallback sets DWCP's rule, the chain's last source (nil: none; calls the other sources cannot answer fail
+// with their error).
 func (p *LSTMPredictor) SetFallback(f Fallback) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fallback = f
 }
 
-// Fallbacks counts the predictions the fallback made.
+// Fallbacks counts the predictions the rule made.
 func (p *LSTMPredictor) Fallbacks() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.fallbacks
 }
 
+// Metrics is the predictor's answer and fallback counters per source, a prometheus.Collector to register
+// (WithChainMetrics shares one between drop-ins).
+func (p *LSTMPredictor) Metrics() *inference.ChainMetrics { return p.counters }
+
+// Sources lists the sources the predictor asks, in order.
+func (p *LSTMPredictor) Sources() []inference.Source {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.chain == nil {
+		return nil
+	}
+	return p.chain.Sources()
+}
+
 // HarmonicMeanFallback predicts the harmonic mean of the last 5 bandwidths (as MPC video streaming does) and
-// the last sample's latency, loss and jitter, with confidence 0.3, valid for interval after the last sample.
+// the last sample's latency, loss and jitter, valid for interval after the last sample, with confidence 0.3:
+// below the 0.5 under which DWCP's PredictionService.GetOptimalStreamCount uses its default stream count, as
+// DWCP does when it has no prediction.
 func HarmonicMeanFallback(interval time.Duration) Fallback {
 	return func(history []NetworkSample) (*BandwidthPrediction, error) {
 		if len(history) == 0 {
@@ -208,44 +234,117 @@ func (p *LSTMPredictor) Records() []PredictionRecord {
 	return append([]PredictionRecord(nil), p.records...)
 }
 
-// ReloadModel points the predictor at the service for modelPath (see the package comment) and checks that it
-// serves bandwidth_predictor; on failure the previous connection is kept. With WithClient, only the check.
+// ReloadModel opens the sources for modelPath and swaps them in; on failure the previous ones are kept.
+//
+//   - modelPath on disk (a model repository, a model's or version's directory, or a version's model.onnx):
+//     the model runs in-process through the registered local runtime; without one (the embedded package not
+//     imported) this fails and says so.
+//   - a service named by WithClient, WithTarget, a modelPath that is a gRPC target ("host:port",
+//     "dns:///name:port") or $DWCP_INFERENCE_TARGET: it answers when the in-process model cannot, or alone.
+//     Alone, it must serve bandwidth_predictor (health SERVING).
+//   - a modelPath that does not exist and is no target (DWCP's "/models/bandwidth_lstm.onnx" left in a
+//     caller's code) is an error unless a service is named; then the service answers alone.
+//   - neither: the service at 127.0.0.1:50051.
+//
+// DWCP's rule answers last (SetFallback); WithSourceOrder changes the order.
 func (p *LSTMPredictor) ReloadModel(modelPath string) error {
-	client, owned := p.opts.client, false
-	if client == nil {
-		c, err := inference.New(append([]inference.Option{inference.WithTarget(p.opts.targetFor(modelPath))},
-			p.opts.clientOpts...)...)
-		if err != nil {
-			return err
-		}
-		client, owned = c, true
-	}
-	if err := client.CheckHealth(context.Background(), "bandwidth_predictor"); err != nil {
-		if owned {
-			client.Close()
-		}
-		return fmt.Errorf("prediction: %s: %w", client.Target(), err)
+	s, err := p.open(modelPath)
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
-	old, oldOwned := p.client, p.owned
-	p.client, p.owned = client, owned
+	oldClient, oldOwned, oldLocal := p.client, p.owned, p.local
+	p.chain, p.client, p.owned, p.local = s.chain, s.client, s.owned, s.local
 	p.metrics.LoadTime = time.Now()
 	p.mu.Unlock()
-	if old != nil && oldOwned && old != client {
-		old.Close()
+	if oldClient != nil && oldOwned && oldClient != s.client {
+		oldClient.Close()
+	}
+	if oldLocal != nil {
+		oldLocal.Close()
 	}
 	return nil
 }
 
-// Close sends the outcomes still queued (for at most 2 s) and releases the connection the predictor made.
+type sources struct {
+	chain  *inference.Chain
+	client inference.Client
+	owned  bool
+	local  inference.LocalRuntime
+}
+
+func (s sources) close() {
+	if s.client != nil && s.owned {
+		s.client.Close()
+	}
+	if s.local != nil {
+		s.local.Close()
+	}
+}
+
+func (p *LSTMPredictor) open(modelPath string) (s sources, err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	o := p.opts
+	target := o.namedTarget(modelPath)
+	serviceNamed := o.client != nil || target != ""
+	if modelPath != "" && !isTarget(modelPath) {
+		if _, statErr := os.Stat(modelPath); statErr == nil {
+			if s.local, err = inference.OpenLocal(modelPath, o.local); err != nil {
+				return s, fmt.Errorf("prediction: %w", err)
+			}
+		} else if !serviceNamed {
+			return s, fmt.Errorf("prediction: model path: %w (or name a service with WithTarget or $%s)",
+				statErr, TargetEnv)
+		}
+	}
+	switch {
+	case o.client != nil:
+		s.client = o.client
+	case target != "" || s.local == nil:
+		if target == "" {
+			target = "127.0.0.1:50051"
+		}
+		if s.client, err = inference.New(append([]inference.Option{inference.WithTarget(target)},
+			o.clientOpts...)...); err != nil {
+			return s, err
+		}
+		s.owned = true
+	}
+	if s.client != nil && s.local == nil {
+		if err = s.client.CheckHealth(context.Background(), "bandwidth_predictor"); err != nil {
+			return s, fmt.Errorf("prediction: %s: %w", s.client.Target(), err)
+		}
+	}
+	providers := []inference.Provider{{Source: inference.SourceRule, Answerer: bandwidthRule{p: p}}}
+	if s.local != nil {
+		providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: s.local})
+	}
+	if s.client != nil {
+		providers = append(providers, inference.Provider{Source: inference.SourceRemote,
+			Answerer: inference.Remote(s.client, o.callOptions...)})
+	}
+	chainOpts := []inference.ChainOption{inference.WithChainMetrics(p.counters)}
+	if o.order != nil {
+		chainOpts = append(chainOpts, inference.WithOrder(o.order...))
+	}
+	if s.chain, err = inference.NewChain(providers, chainOpts...); err != nil {
+		return s, fmt.Errorf("prediction: %w", err)
+	}
+	return s, nil
+}
+
+// Close sends the outcomes still queued (for at most 2 s) and releases the connection and runtime the
+// predictor opened.
 func (p *LSTMPredictor) Close() {
 	p.outcomes.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.client != nil && p.owned {
-		p.client.Close()
-	}
-	p.client = nil
+	sources{client: p.client, owned: p.owned, local: p.local}.close()
+	p.chain, p.client, p.local = nil, nil, nil
 }
 
 // ToProto converts a sample to its message.
@@ -278,5 +377,5 @@ func (p *LSTMPredictor) target() string {
 func (p *LSTMPredictor) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.client != nil
+	return p.chain != nil
 }

@@ -6,7 +6,11 @@
 // ("host:port", "dns:///name:port"), else $DWCP_INFERENCE_TARGET, else 127.0.0.1:50051.
 package prediction
 
-import "time"
+import (
+	"time"
+
+	"github.com/dwcp/inference/clients/go/inference"
+)
 
 // NetworkSample is one measurement of a link (DWCP's type, verbatim).
 type NetworkSample struct {
@@ -31,6 +35,9 @@ type BandwidthPrediction struct {
 	ValidUntil             time.Time `json:"valid_until"`
 	ModelVersion           string    `json:"model_version"`
 	PredictionTime         time.Time `json:"prediction_time"`
+	// Source says what answered: the model in-process, the service, or DWCP's rule (an addition to DWCP's
+	// type: code that builds the type with field names, as DWCP's does, compiles unchanged).
+	Source inference.Source `json:"source,omitempty"`
 }
 
 // PredictorMetrics summarises a predictor's use and accuracy (DWCP's type, verbatim).

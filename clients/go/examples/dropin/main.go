@@ -18,6 +18,9 @@ import (
 	"log"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/dwcp/inference/clients/go/consensus"
 	"github.com/dwcp/inference/clients/go/encoding"
 	"github.com/dwcp/inference/clients/go/inference"
 	"github.com/dwcp/inference/clients/go/monitoring"
@@ -46,8 +49,8 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("next bandwidth %.1f Mbps (confidence %.2f, model %s)\n", pred.PredictedBandwidthMbps,
-		pred.Confidence, pred.ModelVersion)
+	fmt.Printf("next bandwidth %.1f Mbps (confidence %.2f, model %s, answered by %s)\n", pred.PredictedBandwidthMbps,
+		pred.Confidence, pred.ModelVersion, pred.Source)
 	predictor.UpdateActual(pred.ValidUntil, prediction.NetworkSample{Timestamp: pred.ValidUntil, BandwidthMbps: 483})
 	fmt.Printf("metrics: %+v\n", predictor.GetMetrics())
 
@@ -71,4 +74,15 @@ func main() {
 	payload := []byte(fmt.Sprintf("%0200000d", 42))
 	fmt.Printf("compression for a 200 kB payload over the internet: %s\n",
 		selector.SelectCompression(payload, encoding.ModeInternet))
+
+	// DWCP v3's detector (its v3/monitoring package; ours is consensus), with the cluster's measured state.
+	consensusDetector := consensus.NewAnomalyDetector(nil, zap.NewNop(), consensus.WithClient(client))
+	defer consensusDetector.Close()
+	consensusDetector.UpdateConsensusState(consensus.ConsensusState{QueueDepth: 5, ProposalsPending: 3,
+		ProposalsCommitted: 200, QuorumSize: 3, ActiveNodes: 5, LatencyP95Ms: 20, LatencyP99Ms: 30})
+	for i := 0; i < consensus.Window; i++ {
+		consensusDetector.CheckConsensusLatency(10)
+	}
+	source, err := consensusDetector.LastSource()
+	fmt.Printf("consensus rounds judged by: %s (%v)\n", source, err)
 }
