@@ -9,5 +9,6 @@ rm -rf clients/go/gen
 mkdir -p clients/go/gen
 protoc -I protos --go_out=clients/go --go_opt=module=$module \
     --go-grpc_out=clients/go --go-grpc_opt=module=$module \
-    protos/dwcp/inference/v1/inference.proto protos/dwcp/inference/v1/admin.proto
+    protos/dwcp/inference/v1/inference.proto protos/dwcp/inference/v1/admin.proto \
+    protos/dwcp/inference/v1/distribution.proto
 echo "generated: $(cd clients/go && find gen -name '*.go' | sort | tr '\n' ' ')"

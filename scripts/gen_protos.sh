@@ -8,7 +8,8 @@ out=dwcp_inference/api
 rm -f "$out"/*_pb2*.py "$out"/*_pb2*.pyi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$py" -m grpc_tools.protoc -I protos --python_out="$tmp" --pyi_out="$tmp" --grpc_python_out="$tmp" \
-    protos/dwcp/inference/v1/inference.proto protos/dwcp/inference/v1/admin.proto
+    protos/dwcp/inference/v1/inference.proto protos/dwcp/inference/v1/admin.proto \
+    protos/dwcp/inference/v1/distribution.proto
 for f in "$tmp"/dwcp/inference/v1/*; do
     # The stubs import each other by proto package; ours live in one Python package instead.
     sed -e 's/^from dwcp\.inference\.v1 import /from . import /' "$f" > "$out/$(basename "$f")"
