@@ -48,8 +48,8 @@ def main() -> int:
     args = parser.parse_args()
     held = args.held or 4 * args.threads
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(port), "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0",
+    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0",
                                "--threads", str(args.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     request = bench_request("PredictBandwidth")

@@ -25,8 +25,8 @@ def main() -> int:
                         "(default: the server's default)")
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(port), "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0",
+    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0",
                                *(["--max-concurrent-rpcs", str(args.max_concurrent_rpcs)]
                                  if args.max_concurrent_rpcs else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,5 +1,5 @@
 """Where our servicer's time goes, in-process (no RPC, a hot loop): per case, the whole servicer call, the part in
-validation, features and the model (`ModelRuntime._infer`), and the model alone (its onnxruntime session; with
+validation, features and the model (`ModelRuntime.compute`), and the model alone (its onnxruntime session; with
 its features when the version holds them in its graph).
 `dwcp-inference bench --stages` runs it in the same run as the table and stores it in the JSON.
 
@@ -34,15 +34,19 @@ def stages(case: str, batch: int, calls: int, servicer: Any = None) -> dict[str,
     rt = servicer.repo.get(MODELS[rpc])
     req, call = request(case, batch), getattr(servicer, rpc if batch == 1 else BATCH_FORMS[rpc])
     seen: dict[str, Any] = {}
-    infer = rt._infer
+    infer = rt.compute
 
     def infer_seen(columns: Any) -> Any:
         seen["columns"] = columns
         return infer(columns)
 
-    rt._infer = infer_seen  # one call, to keep what the servicer hands the model
-    call(req, _Context())
-    del rt._infer  # the class's method again
+    batcher, rt.batcher = rt.batcher, None  # one call, unbatched, to keep what the servicer hands the model
+    rt.compute = infer_seen
+    try:
+        call(req, _Context())
+    finally:
+        del rt.compute  # the class's method again
+        rt.batcher = batcher
     session, names, feed = model_input(servicer, case, batch)
     calls = max(calls // batch, 20)
     return {"servicer": per_call_us(lambda: call(req, _Context()), calls),

@@ -25,13 +25,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dwcp_inference.contracts import BANDWIDTH, CONTRACTS
 from dwcp_inference.features import Feature, RawField, Target
 from dwcp_inference.metadata import ModelMetadata
 
 KINDS = {"bandwidth": "bandwidth_predictor", "reliability": "reliability_detector",
          "consensus": "consensus_latency"}
 SOURCES = ("keras", "sklearn", "torch", "onnx")
-BANDWIDTH_TARGETS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")
+BANDWIDTH_TARGETS = tuple(t.name for t in BANDWIDTH.targets)
 PARITY_INPUTS = 256
 OPSET = 17
 
@@ -110,13 +111,9 @@ def read_features(path: Path) -> tuple[list[str], list[str] | None]:
                         "\"outputs\": [...]}, or one name per line")
 
 
-def _catalog(kind: str) -> dict[str, RawField]:
-    """The raw fields callers send for this kind, with the ranges we accept."""
-    from dwcp_inference.training import bandwidth, consensus, reliability
-
-    fields = {"bandwidth": bandwidth.RAW_FIELDS, "reliability": reliability.RAW_FIELDS,
-              "consensus": consensus.RAW_FIELDS}[kind]
-    return {f.name: f for f in fields if not f.vocabulary}
+def catalog(kind: str) -> dict[str, RawField]:
+    """The raw fields callers send for this kind, with the ranges we accept (the model's contract)."""
+    return {f.name: f for f in CONTRACTS[KINDS[kind]].raw_fields() if not f.vocabulary}
 
 
 # ------------------------------------------------------------------ loading and converting each framework
@@ -288,11 +285,11 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
     if not path.exists():
         raise ImportRefused(f"{path}: no such file or directory")
     inputs, outputs = read_features(features_file)
-    catalog = _catalog(kind)
-    unknown = [n for n in inputs if n not in catalog and not n.startswith("custom.")]
+    ranges = catalog(kind)
+    unknown = [n for n in inputs if n not in ranges and not n.startswith("custom.")]
     if unknown or not inputs:
         raise ImportRefused(f"--features: {unknown or 'no names'}: expected fields of the {KINDS[kind]}'s samples: "
-                            f"{list(catalog)} (or custom.<name>)")
+                            f"{list(ranges)} (or custom.<name>)")
     scaling = read_scaler(scaler_file) if scaler_file else {}
     neural = source in ("keras", "torch", "onnx")
     if neural and not scaler_file and not no_scaler and kind != "reliability":
@@ -336,7 +333,7 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
     decision, targets = _contract(kind, src, onnx_out, input_shape, outputs, scaling, threshold, features)
     meta = ModelMetadata(
         name=KINDS[kind], version="", framework=src.framework, opset=OPSET, inputs=[], outputs=[],
-        raw_fields=[catalog.get(n, RawField(n)) for n in inputs], features=features,
+        raw_fields=[ranges.get(n, RawField(n)) for n in inputs], features=features,
         window=window if sequence else 0, targets=targets, decision=decision,
         metrics={"imported": True, "note": "trained elsewhere: no held-out metrics; parity on generated inputs"},
         training={"imported_from": source, "source_file": path.name, "source_sha256": _sha256(path),

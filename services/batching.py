@@ -1,10 +1,11 @@
 """Micro-batching: concurrent calls to one model version gathered into one call of validation, feature pipeline
-and onnxruntime (each call brings raw columns: a dict of arrays whose first axis is its items).
+and onnxruntime (each call brings raw columns: a dict of arrays whose first axis is its items; the work answers a
+result that can be cut by rows, e.g. runtime.Computed: the features and the outputs).
 
 A call that finds the version idle runs at once, alone: nothing is held back when nothing else is queued.
 Calls that arrive while a batch runs queue; when it ends, the first of them leads the next batch and takes the
 queue with it (up to `max_rows` rows), after waiting up to `max_wait_us` for more if the batch is not full.
-Each call gets its own rows of the outputs; a call whose deadline passed while it queued is dropped from its batch
+Each call gets its own rows of the result; a call whose deadline passed while it queued is dropped from its batch
 (answered DEADLINE_EXCEEDED, not computed). If a batch fails, its calls run again one by one, so a bad input
 fails only its own call.
 """
@@ -15,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -23,7 +24,14 @@ from . import deadline
 from .errors import DeadlineExpired
 
 Columns = dict[str, np.ndarray]
-Outputs = dict[str, np.ndarray]
+
+
+class Rows(Protocol):
+    """A batch's result: `rows(start, stop)` is the part for those input rows."""
+
+    def rows(self, start: int, stop: int) -> "Rows": ...
+
+
 # (model, rows in the onnxruntime call, seconds the call waited in the queue), per call
 Observer = Callable[[str, int, float], None]
 
@@ -36,7 +44,7 @@ class BatchPolicy:
 
 
 class _Call:
-    __slots__ = ("x", "rows", "shape", "queued", "deadline", "outputs", "error", "lead", "event")
+    __slots__ = ("x", "rows", "shape", "queued", "deadline", "result", "error", "lead", "event")
 
     def __init__(self, x: Columns):
         self.x = x
@@ -44,14 +52,14 @@ class _Call:
         self.shape = tuple((k, v.shape[1:]) for k, v in x.items())
         self.queued = time.perf_counter()
         self.deadline = deadline.current()  # time.monotonic() by which the caller wants its answer, or None
-        self.outputs: Outputs | None = None
+        self.result: Rows | None = None
         self.error: BaseException | None = None
         self.lead = False
         self.event = threading.Event()
 
 
 class MicroBatcher:
-    def __init__(self, model: str, run: Callable[[Columns], Outputs], policy: BatchPolicy):
+    def __init__(self, model: str, run: Callable[[Columns], Rows], policy: BatchPolicy):
         self.model = model
         self._run = run
         self.policy = policy
@@ -61,7 +69,7 @@ class MicroBatcher:
         self._busy = False
         self._gathering = False  # a leader waits for company (max_wait_us)
 
-    def __call__(self, x: Columns) -> Outputs:
+    def __call__(self, x: Columns) -> Rows:
         call = _Call(x)
         with self._lock:
             if self._busy:
@@ -75,13 +83,13 @@ class MicroBatcher:
             if not call.lead:  # answered by another call's batch
                 if call.error is not None:
                     raise call.error
-                assert call.outputs is not None
-                return call.outputs
+                assert call.result is not None
+                return call.result
         self._lead(call)
         if call.error is not None:
             raise call.error
-        assert call.outputs is not None
-        return call.outputs
+        assert call.result is not None
+        return call.result
 
     def _lead(self, first: _Call) -> None:
         batch, rows = [first], first.rows
@@ -98,7 +106,7 @@ class MicroBatcher:
             self._compute(batch)
         except BaseException as e:  # noqa: BLE001 - e.g. an observer failing: no call may wait forever
             for c in batch:
-                if c.outputs is None and c.error is None:
+                if c.result is None and c.error is None:
                     c.error = e
         finally:
             with self._lock:
@@ -144,11 +152,11 @@ class MicroBatcher:
             return
         start = 0
         for c in batch:
-            c.outputs = {name: v[start:start + c.rows] for name, v in out.items()}
+            c.result = out.rows(start, start + c.rows)
             start += c.rows
 
     def _alone(self, call: _Call) -> None:
         try:
-            call.outputs = self._run(call.x)
+            call.result = self._run(call.x)
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
             call.error = e

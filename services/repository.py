@@ -210,7 +210,7 @@ class Repository:
             self.listener(name, vdir.name, "refused")
             return None
         if self.batching and self.batching.max_rows > 1:
-            rt.batcher = MicroBatcher(name, rt._infer, self.batching)
+            rt.batcher = MicroBatcher(name, rt.compute, self.batching)
         log.info("loaded %s version %s", name, vdir.name)
         self.listener(name, vdir.name, "loaded")
         return rt

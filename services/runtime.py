@@ -23,7 +23,17 @@ from .batching import MicroBatcher
 from .errors import DeadlineExpired, NonFiniteOutput, VersionRefused
 
 
-FEATURES_KEY = "\0features"  # the model input, carried beside its outputs through a micro-batch
+@dataclass(frozen=True)
+class Computed:
+    """What one run of a version gives for its rows: the features it computed (the model input, [N, ...]) and its
+    outputs by name (first axis: the same N rows)."""
+
+    features: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+    def rows(self, start: int, stop: int) -> "Computed":
+        """The part of this result for rows start..stop-1 (one call's share of a micro-batch)."""
+        return Computed(self.features[start:stop], {name: v[start:stop] for name, v in self.outputs.items()})
 
 
 class DriftMeter:
@@ -136,8 +146,8 @@ class ModelRuntime:
             if self.meta.features_in_graph:
                 if "raw" not in vec:
                     raise VersionRefused(f"test vector {i}: no raw columns (a version with the feature graph)")
-                got = self.run_raw({k: np.asarray([v]) for k, v in vec["raw"].items()})
-                got = {**got, self.meta.feature_output: got.pop(FEATURES_KEY)}
+                computed = self.run_raw({k: np.asarray([v]) for k, v in vec["raw"].items()})
+                got = {**computed.outputs, self.meta.feature_output: computed.features}
                 expected_outputs = {**vec["outputs"], self.meta.feature_output: vec["input"]}
             else:
                 got = self.run(np.asarray([vec["input"]], dtype=np.float32))
@@ -159,7 +169,8 @@ class ModelRuntime:
             return
         try:
             self.pipeline.validate(columns)
-            out = self.run_raw(columns) if self.meta.features_in_graph else self.run(self.pipeline.transform(columns))
+            out = self.run_raw(columns).outputs if self.meta.features_in_graph else \
+                self.run(self.pipeline.transform(columns))
         except Exception as e:  # noqa: BLE001 - any failure at a valid input is a reason to refuse
             raise VersionRefused(f"edge probe (inputs at the ends of each raw field's range): {e}") from e
         bad = nonfinite_rows(out)
@@ -187,16 +198,14 @@ class ModelRuntime:
         out = dict(zip(names, self.session.run(names, {self.meta.inputs[0].name: x})))
         return self._one_per_item(out, len(x))
 
-    def run_raw(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The model on validated raw columns (a version with the feature graph): its outputs, and the features
-        it computed under FEATURES_KEY."""
+    def run_raw(self, columns: Mapping[str, np.ndarray]) -> Computed:
+        """The model on validated raw columns (a version with the feature graph): the features it computed and its
+        outputs."""
         if self._feed is None:
             self._feed = graph_feed_plan(self.meta)
         names = [o.name for o in self.meta.outputs] + [self.meta.feature_output]
         values = self.session.run(names, {name: prepare(columns[name]) for name, prepare in self._feed})
-        out = dict(zip(names[:-1], values))
-        out[FEATURES_KEY] = values[-1]
-        return self._one_per_item(out, len(values[-1]))
+        return Computed(values[-1], self._one_per_item(dict(zip(names[:-1], values)), len(values[-1])))
 
     def _one_per_item(self, out: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         for name, v in out.items():  # one answer per item, or a wrong answer would be given to someone
@@ -209,25 +218,24 @@ class ModelRuntime:
         """Validate raw columns, build the features and run the model (with other calls' rows when micro-batching).
         Returns (features, outputs). Raises features.FeatureError for input the model cannot take."""
         if self.batcher:
-            out = self.batcher(dict(columns))
+            computed = self.batcher(dict(columns))
         elif deadline.passed():  # the caller gave up: do not compute
             raise DeadlineExpired("the deadline passed before the model ran")
         else:
-            out = self._infer(columns)
-        x = out.pop(FEATURES_KEY)
-        return x, out
+            computed = self.compute(columns)
+        return computed.features, computed.outputs
 
-    def _infer(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(self, columns: Mapping[str, np.ndarray]) -> Computed:
+        """Validate raw columns, build the features and run the model on them, now (the micro-batcher's unit of
+        work: infer is what callers use). Meters input drift on the features."""
         self.pipeline.validate(columns)
         if self.meta.features_in_graph:  # drift is metered on the features the graph answers
-            out = self.run_raw(columns)
-            self.drift.observe(out[FEATURES_KEY])
-            return out
-        x = self.pipeline.transform(columns)
-        out = self.run(x)
-        self.drift.observe(x)
-        out[FEATURES_KEY] = x
-        return out
+            computed = self.run_raw(columns)
+        else:
+            x = self.pipeline.transform(columns)
+            computed = Computed(x, self.run(x))
+        self.drift.observe(computed.features)
+        return computed
 
 
 def nonfinite_rows(outputs: Mapping[str, np.ndarray]) -> tuple[list[int], list[str]] | None:

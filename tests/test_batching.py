@@ -11,24 +11,26 @@ import numpy as np
 import pytest
 
 from dwcp_inference.services.batching import BatchPolicy, MicroBatcher
+from dwcp_inference.services.runtime import Computed
 
 
 class SlowModel:
-    """Doubles its input; takes `seconds` per call; refuses rows holding -1. Records each call's rows."""
+    """Doubles its input (its features: the input itself); takes `seconds` per call; refuses rows holding -1.
+    Records each call's rows."""
 
     def __init__(self, seconds: float = 0.0):
         self.seconds = seconds
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, columns: dict[str, np.ndarray]) -> Computed:
         x = columns["x"]
         with self.lock:
             self.calls.append(len(x))
         time.sleep(self.seconds)
         if np.any(x == -1):
             raise RuntimeError("onnxruntime: bad row")
-        return {"y": x * 2, "n": np.arange(len(x))}
+        return Computed(x, {"y": x * 2, "n": np.arange(len(x))})
 
 
 def test_a_lone_call_runs_at_once_alone():
@@ -39,7 +41,7 @@ def test_a_lone_call_runs_at_once_alone():
     started = time.perf_counter()
     out = batcher({"x": np.array([[1.0, 2.0]], dtype=np.float32)})
     assert time.perf_counter() - started < 10  # the wait applies only once calls queue
-    assert out["y"].tolist() == [[2.0, 4.0]] and model.calls == [1]
+    assert out.outputs["y"].tolist() == [[2.0, 4.0]] and model.calls == [1]
     assert seen[0][0] == 1 and seen[0][1] < 10
 
 
@@ -49,8 +51,9 @@ def test_concurrent_calls_share_model_calls_and_get_their_own_rows():
     inputs = [np.full((1 + i % 3, 2), float(i), dtype=np.float32) for i in range(40)]
     with ThreadPoolExecutor(40) as pool:
         outs = list(pool.map(lambda x: batcher({"x": x}), inputs))
-    for x, out in zip(inputs, outs):
-        assert np.array_equal(out["y"], x * 2)
+    for x, out in zip(inputs, outs):  # each call its own rows of the features and of every output
+        assert np.array_equal(out.outputs["y"], x * 2) and np.array_equal(out.features, x)
+        assert out.outputs["n"].shape == (len(x),)
     assert sum(model.calls) == sum(len(x) for x in inputs)
     assert len(model.calls) < 20 and max(model.calls) <= 16  # gathered, and never above max_rows
 
@@ -62,7 +65,7 @@ def test_a_bad_row_fails_only_its_own_call():
 
     def call(x):
         try:
-            return batcher({"x": x})["y"][0, 0]
+            return batcher({"x": x}).outputs["y"][0, 0]
         except RuntimeError as e:
             return str(e)
 
@@ -78,7 +81,7 @@ def test_windows_of_other_shapes_are_not_merged():
     inputs = [np.zeros((1, 3 if i % 2 else 5, 2), dtype=np.float32) for i in range(12)]
     with ThreadPoolExecutor(12) as pool:
         outs = list(pool.map(lambda x: batcher({"x": x}), inputs))
-    assert [o["y"].shape for o in outs] == [x.shape for x in inputs]
+    assert [o.outputs["y"].shape for o in outs] == [x.shape for x in inputs]
 
 
 @pytest.mark.parametrize("wait_us", [0, 2000])

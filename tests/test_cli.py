@@ -19,7 +19,7 @@ import trustme
 from dwcp_inference.services.settings import bundled_models
 from .conftest import free_port, start_server
 
-CLI = [sys.executable, "-m", "dwcp_inference.cli"]
+CLI = [sys.executable, "-m", "dwcp_inference.commands.cli"]
 COMMANDS = ["serve", "train", "evaluate", "tune", "fuzz", "soak", "models", "verify", "import", "health"]
 
 
@@ -47,7 +47,7 @@ def _subparsers(parser: argparse.ArgumentParser):
 
 
 def test_every_command_has_a_description_and_every_flag_help_with_its_default():
-    from dwcp_inference.cli import build_parser
+    from dwcp_inference.commands.cli import build_parser
 
     missing = []
     for name, sub in _subparsers(build_parser()):
@@ -108,7 +108,7 @@ def _bad_policy(tmp_path: Path) -> Path:
 
 
 LEAN = ("import sys; sys.modules.update(torch=None, sklearn=None); "  # the server's install: no train extra
-        "from dwcp_inference.cli import main; sys.exit(main())")
+        "from dwcp_inference.commands.cli import main; sys.exit(main())")
 
 
 @pytest.mark.parametrize("case", ["missing repository", "client ca without a certificate", "port not a number",

@@ -49,7 +49,7 @@ def _three_servers(procs: list, *flags: str) -> str:
     spec = []
     for host in HOSTS:
         metrics = free_port()
-        p = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", host, "--port",
+        p = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--host", host, "--port",
                               str(port), "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics),
                               "--admin-port", "-1", "--poll-seconds", "0", *flags],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,7 +57,7 @@ def _three_servers(procs: list, *flags: str) -> str:
         spec.append(f"{host}:{port}|{p.pid}|http://127.0.0.1:{metrics}/metrics")
     for host in HOSTS:
         deadline = time.monotonic() + 30
-        while subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "health", "--target",
+        while subprocess.run([sys.executable, "-m", "dwcp_inference.commands.cli", "health", "--target",
                               f"{host}:{port}"], capture_output=True).returncode != 0:
             assert time.monotonic() < deadline, f"{host}:{port} did not come up"
             time.sleep(0.3)

@@ -35,7 +35,7 @@ def _call_with_retries(stub, request, tries: int = 5) -> str:
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_answering():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--workers", "2", "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--workers", "2", "--host",
                              "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1",
                              "--poll-seconds", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -91,7 +91,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering():
 
 
 def test_short_soak_fifty_swaps_no_error_and_flat_memory():
-    from dwcp_inference import soak
+    from dwcp_inference.commands import soak
 
     # Swaps from 14 s: the baseline (the report at 12 s) is a server whose code paths have all run once.
     summary = soak.run(0.8, interval=6, swaps=50, clients=4, outcome_capacity=2000, warmup_seconds=14, out=print)

@@ -132,8 +132,8 @@ def test_every_trained_version_holds_its_features_and_verifies(trained_repo):
         assert all("raw" in v for v in meta.test_vectors)
         rt = ModelRuntime.load(vdir)  # the server's checks: tensor names, test vectors from raw, edge probe
         rt.pipeline.transform = None  # the Python feature pipeline is not used for such a version
-        out = rt._infer({k: np.asarray([v]) for k, v in meta.test_vectors[0]["raw"].items()})
-        assert np.allclose(out.pop("\0features")[0], meta.test_vectors[0]["input"], atol=1e-6)
+        computed = rt.compute({k: np.asarray([v]) for k, v in meta.test_vectors[0]["raw"].items()})
+        assert np.allclose(computed.features[0], meta.test_vectors[0]["input"], atol=1e-6)
 
 
 def test_publish_refuses_a_feature_graph_the_framework_disagrees_with(trained_repo, tmp_path):

@@ -194,7 +194,8 @@ def test_models_cli_sends_the_token(trained_repo):
 
     running = start_server(trained_repo, metrics_port=-1, admin_token="tok")
     try:
-        base = [sys.executable, "-m", "dwcp_inference.cli", "models", "--admin", f"127.0.0.1:{running.admin_port}"]
+        base = [sys.executable, "-m", "dwcp_inference.commands.cli", "models", "--admin",
+                f"127.0.0.1:{running.admin_port}"]
         denied = subprocess.run([*base, "list"], capture_output=True, text=True)
         allowed = subprocess.run([*base, "--token", "tok", "list"], capture_output=True, text=True)
     finally:
@@ -208,17 +209,18 @@ def test_ten_thousand_bad_requests_get_the_right_status_and_memory_stays_flat(tm
     import socket
     import sys
 
-    from dwcp_inference import fuzz
+    from dwcp_inference.commands import fuzz
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(port), "--metrics-port", "-1", "--admin-port", "-1"],
+    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "health", "--target", f"127.0.0.1:{port}"],
+        while subprocess.run([sys.executable, "-m", "dwcp_inference.commands.cli", "health", "--target",
+                              f"127.0.0.1:{port}"],
                              capture_output=True).returncode != 0:
             assert time.monotonic() < deadline
             time.sleep(0.3)

@@ -181,8 +181,8 @@ def test_refusals_say_what_was_expected_and_leave_nothing(imported, tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"feature_names": NODE, "min": [0] * 4, "max": [0] * 4}))
     with pytest.raises(ImportRefused, match="positive scale"):
         read_scaler(tmp_path / "s.json")
-    out = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "import", "reliability", "--from", "sklearn",
-                          str(d / "iforest.joblib"), "--repository", str(repo), "--features",
+    out = subprocess.run([sys.executable, "-m", "dwcp_inference.commands.cli", "import", "reliability", "--from",
+                          "sklearn", str(d / "iforest.joblib"), "--repository", str(repo), "--features",
                           str(d / "node_features.json")], capture_output=True, text=True)
     assert out.returncode == 2
     assert "a pickle, and loading a pickle runs code from the file. Pass --trust-pickle" in out.stderr

@@ -18,7 +18,7 @@ import trustme
 from dwcp_inference.services.settings import bundled_models
 from .conftest import free_port
 
-CLI = [sys.executable, "-m", "dwcp_inference.cli"]
+CLI = [sys.executable, "-m", "dwcp_inference.commands.cli"]
 
 
 def _record(**extra) -> logging.LogRecord:

@@ -20,7 +20,7 @@ from dwcp_inference.api import admin_pb2 as apb
 from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
-from dwcp_inference.soak import publish_copy
+from dwcp_inference.commands.soak import publish_copy
 
 from .conftest import start_server
 from .samples import link_history, node_metrics
@@ -231,7 +231,7 @@ def test_models_cli(ops):
     target = f"127.0.0.1:{running.admin_port}"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "models", "--admin", target, *args],
+        return subprocess.run([sys.executable, "-m", "dwcp_inference.commands.cli", "models", "--admin", target, *args],
                               capture_output=True, text=True)
 
     reloaded = cli("reload")  # the fixture's watcher may have loaded v2 first: changed is True or False

@@ -139,7 +139,7 @@ def workers_scraped(tmp_path_factory):
     binary = _tool("prometheus")
     tmp = tmp_path_factory.mktemp("workers")
     port, metrics, admin, web = free_port(), _two_free_ports(), free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--workers", "2", "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--workers", "2", "--host",
                              "127.0.0.1", "--port", str(port), "--metrics-host", "127.0.0.1", "--metrics-port",
                              str(metrics), "--admin-port", str(admin), "--poll-seconds", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -279,7 +279,7 @@ def test_metrics_show_a_canary_split_and_a_model_without_a_serving_version(tmp_p
 
     from dwcp_inference.api import admin_pb2 as apb
     from dwcp_inference.api import admin_pb2_grpc as apb_grpc
-    from dwcp_inference.soak import publish_copy
+    from dwcp_inference.commands.soak import publish_copy
 
     repo = tmp_path / "repo"
     shutil.copytree(Path(__file__).resolve().parents[1] / "dwcp_inference" / "models", repo)

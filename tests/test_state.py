@@ -29,7 +29,7 @@ from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.services.settings import bundled_models
-from dwcp_inference.soak import publish_copy
+from dwcp_inference.commands.soak import publish_copy
 
 from .conftest import free_port, start_server
 from .samples import compression_query, link_history

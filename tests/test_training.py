@@ -108,7 +108,7 @@ def test_train_all_in_parallel_writes_a_report_with_plots(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "dwcp_inference.cli", "train", "all", "--quick", "--force",
+    proc = subprocess.run([sys.executable, "-m", "dwcp_inference.commands.cli", "train", "all", "--quick", "--force",
                            "--workers", "2", "--out", str(tmp_path / "repo"), "--report", str(tmp_path / "report"),
                            "--checkpoints", str(tmp_path / "ckpt")],
                           capture_output=True, text=True, timeout=600)

@@ -16,7 +16,7 @@ import pytest
 from dwcp_inference.training.data import generators
 from dwcp_inference.training.evaluation import table
 
-CLI = [sys.executable, "-m", "dwcp_inference.cli"]
+CLI = [sys.executable, "-m", "dwcp_inference.commands.cli"]
 
 
 def _cells(row: str) -> list[str]:

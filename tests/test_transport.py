@@ -207,7 +207,7 @@ def test_supervisor_gives_up_on_a_worker_that_cannot_start():
             port = s.getsockname()[1]
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "dwcp_inference.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
+            [sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
              "--port", str(port), "--metrics-port", "-1", "--admin-port", str(taken.getsockname()[1]),
              "--poll-seconds", "0"], capture_output=True, text=True, timeout=180)
     elapsed = time.monotonic() - started

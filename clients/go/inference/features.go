@@ -17,22 +17,11 @@ type ModelInferenceClient interface {
 	DetectHighLatency(ctx context.Context, sequence []float64) (bool, error)
 }
 
-// Flat layouts of ModelInferenceClient's slices.
-const (
-	// BandwidthSampleWidth values per sample, oldest sample first: bandwidth_mbps, latency_ms, packet_loss,
-	// jitter_ms, time_of_day (hour), day_of_week (0 = Sunday).
-	BandwidthSampleWidth = 6
-	// CompressionWidth values: throughput_mbps, rtt_ms, packet_loss, link type (0 dc, 1 metro, 2 wan, 3 edge),
-	// payload size_bytes, entropy in bits per byte, recent compression ratio.
-	CompressionWidth = 7
-	// AnomalyWidth values, in NodeMetrics order: error_rate, timeout_rate, latency_p50_ms, latency_p99_ms,
-	// sla_violations, connection_failures, packet_loss_rate, cpu_usage, memory_usage, disk_io_mbps.
-	AnomalyWidth = 10
-	// ConsensusSampleWidth values per sample, oldest first: queue_depth, proposals_pending, proposals_committed,
-	// latency_p50_ms, latency_p95_ms, latency_p99_ms, leader_changes, quorum_size, active_nodes. The
-	// deployment (tier, mode, protocol) comes from ConsensusDeployment.
-	ConsensusSampleWidth = 9
-)
+// Flat layouts of ModelInferenceClient's slices: the widths (BandwidthSampleWidth, CompressionWidth,
+// AnomalyWidth, ConsensusSampleWidth), the order of the values (BandwidthSampleFields, ...) and their valid ranges
+// are generated from the service's model contracts (contract_gen.go, `make contracts`). Bandwidth and consensus
+// slices hold one sample after another, oldest first; a consensus window's deployment (tier, mode, protocol)
+// comes from ConsensusDeployment.
 
 // Compression choices as DWCP's CompressionAlgorithm numbers them.
 const (
@@ -89,8 +78,10 @@ func (f featureClient) PredictBandwidth(ctx context.Context, features []float64)
 	h := &pb.LinkHistory{}
 	for i := 0; i < len(features); i += BandwidthSampleWidth {
 		v := features[i:]
-		h.Samples = append(h.Samples, &pb.NetworkSample{BandwidthMbps: v[0], LatencyMs: v[1], PacketLoss: v[2],
-			JitterMs: v[3], TimeOfDay: int32(v[4]), DayOfWeek: int32(v[5])})
+		h.Samples = append(h.Samples, &pb.NetworkSample{BandwidthMbps: v[bandwidthSampleBandwidthMbps],
+			LatencyMs: v[bandwidthSampleLatencyMs], PacketLoss: v[bandwidthSamplePacketLoss],
+			JitterMs: v[bandwidthSampleJitterMs], TimeOfDay: int32(v[bandwidthSampleTimeOfDay]),
+			DayOfWeek: int32(v[bandwidthSampleDayOfWeek])})
 	}
 	resp, err := f.c.PredictBandwidth(ctx, &pb.PredictBandwidthRequest{History: h})
 	if err != nil {
@@ -103,15 +94,17 @@ func (f featureClient) SelectCompression(ctx context.Context, features []float64
 	if len(features) != CompressionWidth {
 		return AlgorithmNone, fmt.Errorf("features: expected %d values, got %d", CompressionWidth, len(features))
 	}
-	lt := int(features[3])
-	if lt < 0 || lt >= len(linkTypes) || float64(lt) != features[3] {
-		return AlgorithmNone, fmt.Errorf("features[3]: expected a link type 0..3, got %v", features[3])
+	v := features
+	lt := int(v[compressionLinkType])
+	if lt < 0 || lt >= len(linkTypes) || float64(lt) != v[compressionLinkType] {
+		return AlgorithmNone, fmt.Errorf("features[%d]: expected a link type 0..%d, got %v", compressionLinkType,
+			len(linkTypes)-1, v[compressionLinkType])
 	}
-	entropy, ratio := features[5], features[6]
+	entropy, ratio := v[compressionPayloadEntropy], v[compressionPayloadRatio]
 	resp, err := f.c.SelectCompression(ctx, &pb.SelectCompressionRequest{
-		Link: &pb.LinkState{ThroughputMbps: features[0], RttMs: features[1], PacketLoss: features[2],
-			LinkType: linkTypes[lt]},
-		Payload: &pb.PayloadTraits{SizeBytes: int64(features[4]), EntropyBitsPerByte: &entropy,
+		Link: &pb.LinkState{ThroughputMbps: v[compressionThroughputMbps], RttMs: v[compressionRttMs],
+			PacketLoss: v[compressionPacketLoss], LinkType: linkTypes[lt]},
+		Payload: &pb.PayloadTraits{SizeBytes: int64(v[compressionSizeBytes]), EntropyBitsPerByte: &entropy,
 			RecentCompressionRatio: &ratio}})
 	if err != nil {
 		return AlgorithmNone, err
@@ -125,8 +118,10 @@ func (f featureClient) DetectAnomaly(ctx context.Context, features []float64) (b
 	}
 	v := features
 	resp, err := f.c.DetectAnomaly(ctx, &pb.DetectAnomalyRequest{Metrics: &pb.NodeMetrics{
-		ErrorRate: v[0], TimeoutRate: v[1], LatencyP50Ms: v[2], LatencyP99Ms: v[3], SlaViolations: v[4],
-		ConnectionFailures: v[5], PacketLossRate: v[6], CpuUsage: v[7], MemoryUsage: v[8], DiskIoMbps: v[9]}})
+		ErrorRate: v[anomalyErrorRate], TimeoutRate: v[anomalyTimeoutRate], LatencyP50Ms: v[anomalyLatencyP50Ms],
+		LatencyP99Ms: v[anomalyLatencyP99Ms], SlaViolations: v[anomalySlaViolations],
+		ConnectionFailures: v[anomalyConnectionFailures], PacketLossRate: v[anomalyPacketLossRate],
+		CpuUsage: v[anomalyCpuUsage], MemoryUsage: v[anomalyMemoryUsage], DiskIoMbps: v[anomalyDiskIoMbps]}})
 	if err != nil {
 		return false, 0, err
 	}
@@ -149,9 +144,12 @@ func (f featureClient) DetectHighLatency(ctx context.Context, sequence []float64
 	return resp.GetVerdict().GetIsHighLatency(), nil
 }
 
-// ConsensusSample builds one sample from ConsensusSampleWidth values in their documented order.
+// ConsensusSample builds one sample from ConsensusSampleWidth values in the order of ConsensusSampleFields.
 func ConsensusSample(v []float64, d ConsensusDeployment) *pb.ConsensusSample {
-	return &pb.ConsensusSample{QueueDepth: v[0], ProposalsPending: v[1], ProposalsCommitted: v[2],
-		LatencyP50Ms: v[3], LatencyP95Ms: v[4], LatencyP99Ms: v[5], LeaderChanges: v[6], QuorumSize: v[7],
-		ActiveNodes: v[8], NetworkTier: d.NetworkTier, DwcpMode: d.DWCPMode, ConsensusType: d.ConsensusType}
+	return &pb.ConsensusSample{QueueDepth: v[consensusSampleQueueDepth],
+		ProposalsPending: v[consensusSampleProposalsPending], ProposalsCommitted: v[consensusSampleProposalsCommitted],
+		LatencyP50Ms: v[consensusSampleLatencyP50Ms], LatencyP95Ms: v[consensusSampleLatencyP95Ms],
+		LatencyP99Ms: v[consensusSampleLatencyP99Ms], LeaderChanges: v[consensusSampleLeaderChanges],
+		QuorumSize: v[consensusSampleQuorumSize], ActiveNodes: v[consensusSampleActiveNodes],
+		NetworkTier: d.NetworkTier, DwcpMode: d.DWCPMode, ConsensusType: d.ConsensusType}
 }

@@ -14,8 +14,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from dwcp_inference.cli_common import (MODEL_HELP, ConfigError, add_tls_flags, explain, model_name, open_channel,
-                                       short_model_name)
+from dwcp_inference.commands.cli_common import (MODEL_HELP, ConfigError, add_tls_flags, explain, model_name,
+                                                open_channel, short_model_name)
 
 FORMATS = ["csv", "mahimahi", "payloads", "nab"]
 EXTRAS = {  # command: (extra, modules it needs); checked before any work starts
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tune_parser(sub)
     _fuzz_parser(sub)
     _soak_parser(sub)
-    from dwcp_inference import admin_cli
+    from dwcp_inference.commands import admin_cli
 
     admin_cli.add_parser(sub)
     v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would",
@@ -279,6 +279,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="model repository holding the version (required)")
     _data_flags(e, "the data the model was trained on; its held-out split is used (required)", required=True)
     e.add_argument("--version", default="", help="default: the version the server would serve")
+    e.add_argument("--all", action="store_true",
+                   help="hold out every trace, row or file of DATA (data the version never saw; refused if training "
+                        "used part of it) instead of the split training used (default: that split)")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -403,7 +406,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from dwcp_inference.soak import main as soak
+    from dwcp_inference.commands.soak import main as soak
 
     return soak(args)
 
@@ -415,7 +418,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _fuzz(args: argparse.Namespace) -> int:
-    from dwcp_inference.fuzz import main as fuzz
+    from dwcp_inference.commands.fuzz import main as fuzz
 
     return fuzz(args)
 
@@ -433,7 +436,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dwcp_inference.evaluate import main as evaluate
+    from dwcp_inference.commands.evaluate import main as evaluate
 
     if not args.repository.is_dir():
         raise ConfigError(f"--repository {args.repository}: no such directory")
@@ -481,7 +484,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from dwcp_inference import admin_cli
+    from dwcp_inference.commands import admin_cli
 
     return admin_cli.run(args)
 

@@ -1,9 +1,12 @@
 """`dwcp-inference fuzz`: thousands of generated bad requests through a real channel. Every answer must carry the
-expected status and a message naming the field; the server must stay up, its memory flat."""
+expected status and a message naming the field; the server must stay up, its memory flat. The bad values and the
+fields' paths come from the model contracts (dwcp_inference/contracts/): values just and far outside each
+field's valid range, and the non-finite ones."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -13,11 +16,27 @@ from typing import Any, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
+from dwcp_inference.contracts import BANDWIDTH, COMPRESSION, CONSENSUS, INTEGER, NUMBER, RELIABILITY, Field, at
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
-BAD_NUMBERS = (float("nan"), float("inf"), float("-inf"), -1.0, -1e308, 1e308)
+_INTEGER_LIMITS = {FieldDescriptor.CPPTYPE_INT32: 2**31 - 1, FieldDescriptor.CPPTYPE_INT64: 2**63 - 1}
+
+
+def out_of_range(field: Field) -> tuple[float, ...]:
+    """Values the contract's range refuses for a field: just below its minimum and just above its maximum, far
+    beyond both ends, and (a double field) NaN and the infinities; an integer field's within its proto type."""
+    lo, hi = field.min, field.max
+    if field.kind == INTEGER:
+        limit = _INTEGER_LIMITS[getattr(pb, field.message).DESCRIPTOR.fields_by_name[field.path.split(".")[-1]]
+                                .cpp_type]
+        return tuple(v for v in (int(lo) - 1, int(hi) + 1, -limit - 1, limit) if -limit - 1 <= v <= limit)
+    return (math.nan, math.inf, -math.inf, math.nextafter(lo, -math.inf), lo - 1.0, -1e308,
+            math.nextafter(hi, math.inf), hi + 1.0, 1e308)
+
 
 # A case: (category, rpc name, request or raw bytes, expected codes, words the message must contain)
 Case = tuple[str, str, Any, tuple[grpc.StatusCode, ...], str]
@@ -56,13 +75,14 @@ def _node(**fields: float) -> pb.NodeMetrics:
 def cases(rng: random.Random, max_batch: int, max_window: int) -> list[Callable[[], Case]]:
     """Generators, one per kind of bad input."""
     payload = pb.PayloadTraits(size_bytes=4096, sample=b"x" * 100)
-    net_fields = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")
-    node_fields = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "cpu_usage", "memory_usage",
-                   "packet_loss_rate", "disk_io_mbps", "sla_violations", "connection_failures")
-    cons_fields = ("queue_depth", "latency_p50_ms", "latency_p99_ms", "proposals_committed", "active_nodes")
+    net_fields = [f for f in BANDWIDTH.fields if f.kind == NUMBER]
+    time_fields = [f for f in BANDWIDTH.fields if f.kind == INTEGER]
+    node_fields = list(RELIABILITY.fields)
+    cons_fields = [f for f in CONSENSUS.fields if f.kind == NUMBER]
+    query_fields = [f for f in COMPRESSION.fields if f.kind in (NUMBER, INTEGER)]
 
     def short_history() -> Case:
-        n = rng.randrange(0, 24)
+        n = rng.randrange(0, BANDWIDTH.window)
         return ("wrong length", "PredictBandwidth", pb.PredictBandwidthRequest(history=_history(rng, n)),
                 (INVALID,), "history.samples")
 
@@ -71,39 +91,53 @@ def cases(rng: random.Random, max_batch: int, max_window: int) -> list[Callable[
             window=_consensus(rng, max_window + rng.randrange(1, 50))), (INVALID,), "window.samples")
 
     def bad_number_network() -> Case:
-        f, v = rng.choice(net_fields), rng.choice(BAD_NUMBERS)
-        i = rng.randrange(24)
+        f = rng.choice(net_fields)
+        v, i = rng.choice(out_of_range(f)), rng.randrange(BANDWIDTH.window)
         return ("NaN, infinity, huge, negative", "PredictBandwidth", pb.PredictBandwidthRequest(
-            history=_history(rng, 24, i, **{f: v})), (INVALID,), f"history.samples[{i}].{f}")
+            history=_history(rng, BANDWIDTH.window, i, **{f.name: v})), (INVALID,), at(BANDWIDTH.path(f.name), i))
 
     def bad_number_node() -> Case:
-        f, v = rng.choice(node_fields), rng.choice(BAD_NUMBERS)
-        return ("NaN, infinity, huge, negative", "DetectAnomaly", pb.DetectAnomalyRequest(metrics=_node(**{f: v})),
-                (INVALID,), f"metrics.{f}")
+        f = rng.choice(node_fields)
+        v = rng.choice(out_of_range(f))
+        return ("NaN, infinity, huge, negative", "DetectAnomaly", pb.DetectAnomalyRequest(
+            metrics=_node(**{f.name: v})), (INVALID,), RELIABILITY.path(f.name))
 
     def bad_number_consensus() -> Case:
-        f, v = rng.choice(cons_fields), rng.choice(BAD_NUMBERS)
+        f = rng.choice(cons_fields)
+        v, last = rng.choice(out_of_range(f)), CONSENSUS.window - 1
         return ("NaN, infinity, huge, negative", "DetectHighLatency", pb.DetectHighLatencyRequest(
-            window=_consensus(rng, **{f: v})), (INVALID,), f"window.samples[19].{f}")
+            window=_consensus(rng, CONSENSUS.window, **{f.name: v})), (INVALID,), at(CONSENSUS.path(f.name), last))
+
+    def bad_number_query() -> Case:
+        f = rng.choice(query_fields)
+        v = rng.choice(out_of_range(f))
+        link = pb.LinkState(throughput_mbps=100, rtt_ms=40, link_type=pb.LINK_TYPE_WAN, packet_loss=0.001)
+        traits = pb.PayloadTraits(size_bytes=4096, entropy_bits_per_byte=5.0, recent_compression_ratio=0.6)
+        message, leaf = f.path.split(".")
+        setattr(link if message == "link" else traits, leaf, v)
+        return ("NaN, infinity, huge, negative", "SelectCompression", pb.SelectCompressionRequest(
+            link=link, payload=traits), (INVALID,), COMPRESSION.path(f.name))
 
     def bad_time() -> Case:
-        f = rng.choice(("time_of_day", "day_of_week"))
-        v = rng.choice((-1, 24, 99, -2**31, 2**31 - 1))
-        if f == "day_of_week" and v == 24:
-            v = 7
+        f = rng.choice(time_fields)
+        v, last = rng.choice(out_of_range(f)), BANDWIDTH.window - 1
         return ("huge and negative values", "PredictBandwidth", pb.PredictBandwidthRequest(
-            history=_history(rng, 24, 23, **{f: v})), (INVALID,), f"history.samples[23].{f}")
+            history=_history(rng, BANDWIDTH.window, last, **{f.name: v})), (INVALID,),
+            at(BANDWIDTH.path(f.name), last))
 
     def unknown_enum() -> Case:
         bad = pb.LinkState(throughput_mbps=100, rtt_ms=40, link_type=rng.choice((0, 5, 99, -3)), packet_loss=0.001)
         return ("unknown enum values", "SelectCompression", pb.SelectCompressionRequest(link=bad, payload=payload),
-                (INVALID,), "link.link_type")
+                (INVALID,), COMPRESSION.path("link_type"))
 
     def unknown_category() -> Case:
-        f = rng.choice(("network_tier", "dwcp_mode", "consensus_type"))
+        f = CONSENSUS.field(rng.choice(CONSENSUS.labels))
         word = "".join(rng.choice("abcxyz") for _ in range(rng.randrange(0, 8)))
+        if word in f.vocabulary:  # never, with these letters; but a bad value must be bad
+            word += "?"
+        last = CONSENSUS.window - 1
         return ("unknown enum values", "DetectHighLatency", pb.DetectHighLatencyRequest(
-            window=_consensus(rng, **{f: word})), (INVALID,), f"window.samples[19].{f}")
+            window=_consensus(rng, CONSENSUS.window, **{f.name: word})), (INVALID,), at(CONSENSUS.path(f.name), last))
 
     def empty_batch() -> Case:
         name = rng.choice(("PredictBandwidthBatch", "SelectCompressionBatch", "DetectAnomalyBatch",
@@ -140,9 +174,9 @@ def cases(rng: random.Random, max_batch: int, max_window: int) -> list[Callable[
             complete = False
         return ("random bytes", name, data, (INVALID, grpc.StatusCode.OK) if complete else (INVALID,), "")
 
-    return [short_history, long_window, bad_number_network, bad_number_node, bad_number_consensus, bad_time,
-            unknown_enum, unknown_category, empty_batch, oversized_batch, unknown_version, unknown_prediction,
-            random_bytes]
+    return [short_history, long_window, bad_number_network, bad_number_node, bad_number_consensus, bad_number_query,
+            bad_time, unknown_enum, unknown_category, empty_batch, oversized_batch, unknown_version,
+            unknown_prediction, random_bytes]
 
 
 def rss_kib(pid: int) -> int | None:

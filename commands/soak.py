@@ -22,7 +22,7 @@ import numpy as np
 
 from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
-from dwcp_inference.fuzz import rss_kib
+from dwcp_inference.commands.fuzz import rss_kib
 
 MODELS = ("bandwidth_predictor", "compression_selector", "reliability_detector", "consensus_latency")
 
@@ -87,7 +87,7 @@ def run(minutes: float, *, interval: float = 60.0, swaps: int = 50, clients: int
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.cli", "serve", "--repository", str(repo),
+    server = subprocess.Popen([sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--repository", str(repo),
                                "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--admin-port", "-1",
                                "--poll-seconds", "0.5", "--outcome-capacity", str(outcome_capacity)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
