@@ -250,7 +250,9 @@ class Repository:
                 raise ModelNotFound(f"model.label: {model} has no label {label!r} on a loaded version "
                                     f"(labels: {policy.labels})")
             return versions[target]
-        return versions[policy.labels[label]] if label else self._default(entry)
+        if label == "latest":  # the newest loaded version, whatever the policy's labels say
+            return versions[max(versions, key=int)]
+        return self._default(entry)
 
     @staticmethod
     def _default(entry: _Model) -> ModelRuntime:

@@ -101,7 +101,8 @@ def test_a_selector_resolves_as_the_inference_rpcs_resolve_it(running, channel):
     request = pb.SelectCompressionRequest(link=pb.LinkState(throughput_mbps=100, rtt_ms=40, link_type=pb.LINK_TYPE_WAN),
                                           payload=pb.PayloadTraits(size_bytes=4096, sample=bytes(range(256)) * 16))
     for selector, expected in ((pb.ModelSelector(label="canary"), "2"), (pb.ModelSelector(label="stable"), "1"),
-                               (pb.ModelSelector(), "1"), (pb.ModelSelector(version="2"), "2")):
+                               (pb.ModelSelector(), "1"), (pb.ModelSelector(version="2"), "2"),
+                               (pb.ModelSelector(label="latest"), "2")):  # docs/operations.md: the newest
         request.model.CopyFrom(selector)
         assert inference.SelectCompression(request).model.version == expected
         manifest, _ = get_model(channel, MODEL, selector.version, selector.label)
