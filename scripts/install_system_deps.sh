@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: prometheus and promtool (a real Prometheus scrapes the server in the tests),
-# docker-compose (validates the local stack), and kustomize from the Go module proxy.
+# docker-compose (validates the local stack), zlib1g-dev and gcc (the Go embedded runtime's cgo), and kustomize
+# from the Go module proxy.
 # protoc comes with scripts/install_go_tools.sh, only for regenerating stubs.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# clients/go/embedded (cgo) links libz for the payload sample's zlib ratio, and needs a C compiler.
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+command -v gcc >/dev/null || missing+=(gcc)
 gobin=$(go env GOPATH 2>/dev/null)/bin
 if command -v go >/dev/null && ! "$gobin/kustomize" version 2>/dev/null | grep -q v5.7.1; then
     GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1

@@ -15,7 +15,7 @@ from dwcp_inference.services.settings import bundled_models
 from .conftest import start_server
 
 GO_MODULE = Path(__file__).resolve().parents[1] / "clients" / "go"
-PACKAGES = ("inference", "prediction", "monitoring", "encoding", "consensus")
+PACKAGES = ("inference", "prediction", "monitoring", "encoding", "consensus", "embedded")
 # go vet ./... compiling clients/go/compat_test (DWCP's call shapes against our packages) is the compat test.
 
 
