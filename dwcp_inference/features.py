@@ -18,11 +18,17 @@ import numpy as np
 Columns = Mapping[str, np.ndarray]
 
 # Against the series' own recent values (a raw column [..., H + 1]: H earlier values, then the current one):
-HISTORY_TRANSFORMS = ("history_z", "history_robust_z", "history_short_z", "history_diff_z")
-TRANSFORMS = ("identity", "log", "log1p", "sin", "cos", "one_hot", *HISTORY_TRANSFORMS, "context_z")
+HISTORY_TRANSFORMS = ("history_z", "history_robust_z", "history_short_z", "history_diff_z", "history_onset_z")
+# Over the last `span` values of a window [..., W] (one value per window): its level, and against the window's own
+# level (its mean), which makes a forecaster independent of a link's units and speed (bandwidth_quantile.py):
+TAIL_TRANSFORMS = ("tail_log_mean", "tail_rel_log_mean", "tail_rel_log_std")
+TRANSFORMS = ("identity", "log", "log1p", "sin", "cos", "one_hot", *HISTORY_TRANSFORMS, "context_z", *TAIL_TRANSFORMS)
 LOG_FLOOR = 1e-9  # "log" is ln(max(x, LOG_FLOOR)): for fractions spanning decades, such as packet loss
 Z_LIMIT = 50.0  # relative features are clipped to +-Z_LIMIT: a flat history makes any change "infinite"
 SHORT = 3  # history_short_z: the mean of the last SHORT values (the current one included)
+REL_FLOOR = 0.05  # tail_rel_*: ln(REL_FLOOR + x / level), so an outage (0) is finite: 5% of the level below it
+LEVEL_FLOOR = 1e-6  # tail_rel_*: the window's level is at least this (an all-zero window)
+ONSET = 24  # history_onset_z: the current deviation against the largest of the ONSET values before it
 
 
 class FeatureError(ValueError):
@@ -67,7 +73,15 @@ class Feature:
     independent of a metric's units and level (NAB series of CPU percent and of bytes alike):
     history_z (the current value's z-score against the earlier values), history_robust_z (against their median
     and MAD), history_short_z (the mean of the last 3 values), history_diff_z (the last change against earlier
-    changes), and context_z (every value after the first `context` steps of a window, against those steps).
+    changes), history_onset_z (how far the current value's deviation from the reference mean goes beyond the
+    largest deviation of the ONSET values before it, in reference standard deviations, 0 when it does not: a new
+    excursion scores, a level that has already shifted does not; the reference is the last `context` earlier
+    values, or all of them when `context` is 0), and context_z (every value after the first `context` steps of a
+    window, against those steps).
+    Over the last `span` values of a window: tail_log_mean (ln of their mean, floored at LOG_FLOOR),
+    tail_rel_log_mean (ln(REL_FLOOR + their mean / the window's mean)) and tail_rel_log_std (the standard deviation
+    of ln(REL_FLOOR + value / the window's mean) over them): several time scales of a series, in units of its own
+    level.
     Numeric features are then standardised with `mean` and `std` (fitted on training data).
     """
 
@@ -79,6 +93,7 @@ class Feature:
     mean: float = 0.0
     std: float = 1.0
     context: int = 0  # context_z: leading steps of the window that are the reference
+    span: int = 0  # tail transforms: the last `span` values of the window
 
     @property
     def width(self) -> int:
@@ -94,8 +109,10 @@ class Feature:
         d: dict[str, Any] = {"name": self.name, "source": self.source, "transform": self.transform}
         if self.period is not None:
             d["period"] = self.period
-        if self.transform == "context_z":
+        if self.transform == "context_z" or (self.transform == "history_onset_z" and self.context):
             d["context"] = self.context
+        if self.transform in TAIL_TRANSFORMS:
+            d["span"] = self.span
         if self.transform == "one_hot":
             d["vocabulary"] = list(self.vocabulary)
         else:
@@ -106,7 +123,7 @@ class Feature:
     def from_dict(cls, d: Mapping[str, Any]) -> "Feature":
         f = cls(d["name"], d["source"], d.get("transform", "identity"), d.get("period"),
                 tuple(d.get("vocabulary", ())), float(d.get("mean", 0.0)), float(d.get("std", 1.0)),
-                int(d.get("context", 0)))
+                int(d.get("context", 0)), int(d.get("span", 0)))
         if f.transform not in TRANSFORMS:
             raise ValueError(f"feature {f.name}: unknown transform {f.transform!r}, expected one of {TRANSFORMS}")
         if f.transform in ("sin", "cos") and not f.period:
@@ -115,6 +132,10 @@ class Feature:
             raise ValueError(f"feature {f.name}: one_hot needs a vocabulary")
         if f.transform == "context_z" and not f.context >= 2:
             raise ValueError(f"feature {f.name}: context_z needs a context of at least 2 steps")
+        if f.transform == "history_onset_z" and (f.context == 1 or f.context < 0):
+            raise ValueError(f"feature {f.name}: history_onset_z's context is 0 (all earlier values) or at least 2")
+        if f.transform in TAIL_TRANSFORMS and not f.span >= 1:
+            raise ValueError(f"feature {f.name}: {f.transform} needs a span of at least 1 value")
         if f.transform != "one_hot" and not f.std > 0:
             raise ValueError(f"feature {f.name}: std must be > 0, got {f.std}")
         return f
@@ -194,7 +215,9 @@ def _unscaled(f: Feature, x: np.ndarray) -> np.ndarray:
     if f.transform == "cos":
         return np.cos(2 * math.pi * x / f.period)
     if f.transform in HISTORY_TRANSFORMS:
-        return _against_history(f.transform, x)
+        return _against_history(f.transform, x, f.context)
+    if f.transform in TAIL_TRANSFORMS:
+        return _tail(f.transform, x, f.span)
     if f.transform == "context_z":
         ref = x[..., :f.context]
         mean = ref.mean(axis=-1, keepdims=True)
@@ -207,9 +230,24 @@ def _spread(std: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(std, 0.01 * np.abs(level)), 1e-6)
 
 
-def _against_history(kind: str, x: np.ndarray) -> np.ndarray:
+def _tail(kind: str, x: np.ndarray, span: int) -> np.ndarray:
+    last = x[..., -span:]
+    if kind == "tail_log_mean":
+        return np.log(np.maximum(last.mean(axis=-1), LOG_FLOOR))
+    level = np.maximum(x.mean(axis=-1, keepdims=True), LEVEL_FLOOR)
+    if kind == "tail_rel_log_mean":
+        return np.log(last.mean(axis=-1, keepdims=True) / level + REL_FLOOR)[..., 0]
+    return np.log(last / level + REL_FLOOR).std(axis=-1)
+
+
+def _against_history(kind: str, x: np.ndarray, context: int = 0) -> np.ndarray:
     hist, current = x[..., :-1], x[..., -1]
-    if kind == "history_robust_z":
+    if kind == "history_onset_z":
+        ref = hist[..., -context:] if context else hist
+        mean = ref.mean(axis=-1)
+        recent = np.abs(hist[..., -ONSET:] - mean[..., None]).max(axis=-1)
+        z = np.maximum(np.abs(current - mean) - recent, 0.0) / _spread(ref.std(axis=-1), mean)
+    elif kind == "history_robust_z":
         median = np.median(hist, axis=-1)
         mad = 1.4826 * np.median(np.abs(hist - median[..., None]), axis=-1)
         z = (current - median) / _spread(mad, median)
@@ -234,7 +272,7 @@ def fit_scaling(features: list[Feature], columns: Columns) -> list[Feature]:
         x = _unscaled(f, np.asarray(columns[f.source], dtype=np.float64))
         std = float(x.std())
         fitted.append(Feature(f.name, f.source, f.transform, f.period, f.vocabulary, float(x.mean()),
-                              std if std > 1e-9 else 1.0, f.context))
+                              std if std > 1e-9 else 1.0, f.context, f.span))
     return fitted
 
 

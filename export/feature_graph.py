@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dwcp_inference.features import HISTORY_TRANSFORMS, LOG_FLOOR, SHORT, Z_LIMIT, Feature
+from dwcp_inference.features import (HISTORY_TRANSFORMS, LEVEL_FLOOR, LOG_FLOOR, ONSET, REL_FLOOR, SHORT,
+                                     TAIL_TRANSFORMS, Z_LIMIT, Feature)
 from dwcp_inference.metadata import ModelMetadata
 
 FEATURE_OUTPUT_KEY = "dwcp.feature_output"  # in a composed model's metadata_props: the features output's name
@@ -87,6 +88,11 @@ class _Builder:
             return self.op("ReduceMean", x, self.const([-1], np.int64), keepdims=1)
         return self.op("ReduceMean", x, axes=[-1], keepdims=1)
 
+    def max(self, x: str) -> str:  # keepdims: [..., 1]
+        if self.opset >= 18:
+            return self.op("ReduceMax", x, self.const([-1], np.int64), keepdims=1)
+        return self.op("ReduceMax", x, axes=[-1], keepdims=1)
+
     def std(self, x: str, mean: str) -> str:  # numpy's (population) std
         d = self.op("Sub", x, mean)
         return self.op("Sqrt", self.mean(self.op("Mul", d, d)))
@@ -116,7 +122,9 @@ def _unscaled(b: _Builder, f: Feature, x: str) -> str:
     transforms answer [..., 1] (keepdims), context_z [..., W - context]."""
     t = f.transform
     if t in HISTORY_TRANSFORMS:
-        return _against_history(b, t, x)
+        return _against_history(b, t, x, f.context)
+    if t in TAIL_TRANSFORMS:
+        return _tail(b, f, x)
     if t == "context_z":
         if not 2 <= f.context < b.window:
             raise FeatureGraphError(f"feature {f.name}: context {f.context} needs a window longer than it "
@@ -128,13 +136,36 @@ def _unscaled(b: _Builder, f: Feature, x: str) -> str:
     raise FeatureGraphError(f"feature {f.name}: transform {t!r} has no ONNX form")
 
 
-def _against_history(b: _Builder, kind: str, x: str) -> str:
+def _tail(b: _Builder, f: Feature, x: str) -> str:
+    """features._tail, keepdims: [..., 1]."""
+    if not 1 <= f.span <= b.window:
+        raise FeatureGraphError(f"feature {f.name}: span {f.span} needs a window at least as long (window {b.window})")
+    last = b.slice_last(x, b.window - f.span, b.window)
+    if f.transform == "tail_log_mean":
+        return b.op("Log", b.op("Max", b.mean(last), b.const(LOG_FLOOR)))
+    level = b.op("Max", b.mean(x), b.const(LEVEL_FLOOR))
+    if f.transform == "tail_rel_log_mean":
+        return b.op("Log", b.op("Add", b.op("Div", b.mean(last), level), b.const(REL_FLOOR)))
+    logs = b.op("Log", b.op("Add", b.op("Div", last, level), b.const(REL_FLOOR)))
+    return b.std(logs, b.mean(logs))
+
+
+def _against_history(b: _Builder, kind: str, x: str, context: int = 0) -> str:
     n = b.window - 1  # earlier values
     if n < 2 or (kind == "history_short_z" and n < SHORT):
         raise FeatureGraphError(f"{kind} needs a window of at least {SHORT + 1 if kind == 'history_short_z' else 3} "
                                 f"samples, the metadata says {b.window}")
+    if kind == "history_onset_z" and (n < ONSET or context > n):
+        raise FeatureGraphError(f"history_onset_z needs a window of at least {max(ONSET, context) + 1} samples, the "
+                                f"metadata says {b.window}")
     hist, current = b.slice_last(x, 0, n), b.slice_last(x, n, n + 1)
-    if kind == "history_robust_z":
+    if kind == "history_onset_z":
+        ref = b.slice_last(hist, n - context, n) if context else hist
+        mean = b.mean(ref)
+        recent = b.max(b.op("Abs", b.op("Sub", b.slice_last(hist, n - ONSET, n), mean)))
+        excess = b.op("Max", b.op("Sub", b.op("Abs", b.op("Sub", current, mean)), recent), b.const(0.0))
+        z = b.op("Div", excess, b.spread(b.std(ref, mean), mean))
+    elif kind == "history_robust_z":
         median = b.median(hist, n)
         mad = b.op("Mul", b.median(b.op("Abs", b.op("Sub", hist, median)), n), b.const(1.4826))
         z = b.op("Div", b.op("Sub", current, median), b.spread(mad, median))
@@ -160,7 +191,7 @@ def _feature(b: _Builder, f: Feature, x: str) -> str:
         return b.op("Cast", hot, to=TensorProto.DOUBLE)
     v = _unscaled(b, f, x)
     scaled = b.op("Div", b.op("Sub", v, b.const(f.mean)), b.const(f.std), hint=f.name)
-    return scaled if f.transform in HISTORY_TRANSFORMS else b.column(scaled)
+    return scaled if f.transform in HISTORY_TRANSFORMS or f.transform in TAIL_TRANSFORMS else b.column(scaled)
 
 
 ELEMENTWISE = ("identity", "log", "log1p", "sin", "cos")
@@ -296,9 +327,10 @@ def sample_raw(meta: ModelMetadata, n: int, rng: np.random.Generator) -> dict[st
         t = f.mean + f.std * z
         if f.transform == "log1p":
             v = np.expm1(np.minimum(t, 700.0))
-        elif f.transform == "log":
+        elif f.transform in ("log", "tail_log_mean"):
             v = np.exp(np.minimum(t, 700.0))
-        elif f.transform in ("sin", "cos") or f.transform in HISTORY_TRANSFORMS or f.transform == "context_z":
+        elif f.transform in ("sin", "cos") or f.transform in HISTORY_TRANSFORMS or f.transform == "context_z" \
+                or f.transform in TAIL_TRANSFORMS:
             a = lo if np.isfinite(lo) else -100.0
             c = hi if np.isfinite(hi) else a + 200.0
             level = rng.uniform(a, c, size=(n, 1) if steps else n)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from dwcp_inference.contracts import BANDWIDTH
 from dwcp_inference.features import (Feature, RawField, Target, decode_targets, encode_targets, fit_scaling,
                                      transform)
 from dwcp_inference.metadata import ModelMetadata
@@ -15,22 +16,11 @@ from dwcp_inference.metadata import ModelMetadata
 from .common import gate, provenance, seed_everything, take, time_split
 from .evaluation import bandwidth_baselines, mape, rmse, table
 
-NAME = "bandwidth_predictor"
-WINDOW = 24
-RAW_FIELDS = [
-    RawField("bandwidth_mbps", 0.0, 1e7), RawField("latency_ms", 0.0, 1e6), RawField("packet_loss", 0.0, 1.0),
-    RawField("jitter_ms", 0.0, 1e6), RawField("time_of_day", 0, 23), RawField("day_of_week", 0, 6),
-]
-FEATURES = [
-    Feature("bandwidth", "bandwidth_mbps", "log1p"), Feature("latency", "latency_ms", "log1p"),
-    Feature("loss", "packet_loss", "log"), Feature("jitter", "jitter_ms", "log1p"),
-    Feature("tod_sin", "time_of_day", "sin", period=24), Feature("tod_cos", "time_of_day", "cos", period=24),
-    Feature("dow_sin", "day_of_week", "sin", period=7), Feature("dow_cos", "day_of_week", "cos", period=7),
-]
-TARGETS = [
-    Target("bandwidth_mbps", "log1p", min=0.0), Target("latency_ms", "log1p", min=0.0),
-    Target("packet_loss", "log", min=0.0, max=1.0), Target("jitter_ms", "log1p", min=0.0),
-]
+NAME = BANDWIDTH.name
+WINDOW = BANDWIDTH.window
+RAW_FIELDS = BANDWIDTH.raw_fields()  # the contract's (dwcp_inference/contracts/)
+FEATURES = list(BANDWIDTH.features)
+TARGETS = list(BANDWIDTH.targets)
 
 
 LINK_FIELDS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")
@@ -86,7 +76,19 @@ def make_windows(columns: dict[str, np.ndarray], window: int) -> tuple[dict[str,
 
 def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed: int = 0, epochs: int = 30,
           hidden: int = 64, lr: float = 3e-3, timed: bool = True, force: bool = False, quiet: bool = False,
-          checkpoint_dir: Path | None = None) -> dict[str, Any]:
+          checkpoint_dir: Path | None = None, forecaster: str = "auto") -> dict[str, Any]:
+    """forecaster: "lstm" (this module), "quantile_mlp" (bandwidth_quantile.py: bandwidth alone, p10/p50/p90,
+    validated on held-out links; epochs and hidden are the LSTM's and do not apply), or "auto": the quantile
+    forecaster for data with no link metric but bandwidth (mahimahi traces), the LSTM otherwise (it also forecasts
+    latency, loss and jitter)."""
+    if forecaster == "auto":
+        forecaster = "lstm" if set(LINK_FIELDS[1:]) & set(columns) else "quantile_mlp"
+    if forecaster == "quantile_mlp":
+        from . import bandwidth_quantile
+
+        return bandwidth_quantile.train(columns, out, source=source, seed=seed, force=force, quiet=quiet)
+    if forecaster != "lstm":
+        raise ValueError(f"forecaster {forecaster!r}: expected auto, lstm or quantile_mlp")
     import torch
 
     from dwcp_inference.export import onnx_export, publish
@@ -132,8 +134,12 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
     val_mape = mape(nxt["bandwidth_mbps"][val_rows], val_pred["bandwidth_mbps"], floor[val_rows])
     rows = bandwidth_table(nxt, wins, test_pred, test_rows, floor)
     best_baseline = min(v["mape_pct"] for k, v in rows.items() if k != "lstm (ours)")
+    on_val = bandwidth_table(nxt, wins, val_pred, val_rows, floor)
+    margins = [f"validation ({len(val_rows)} windows): MAPE {val_mape:.2f}% vs {b} {on_val[b]['mape_pct']:.2f}%: "
+               f"{(1 - val_mape / on_val[b]['mape_pct']) * 100:+.1f}%" for b in ("last_value", "harmonic_mean_5")]
     report = table(f"{NAME}: held-out (last 15% of each link, {len(test_rows)} windows)", rows,
                    ["mape_pct", "rmse_mbps", "latency_ms_mape_pct", "jitter_ms_mape_pct"])
+    report += "\n\n" + "\n".join(margins)
     if not quiet:
         print(report, flush=True)
     if out is None:  # tuning: judged on validation data only

@@ -9,29 +9,20 @@ from typing import Any
 
 import numpy as np
 
-from dwcp_inference.features import Feature, PayloadTraits, RawField, fit_scaling, transform
+from dwcp_inference.contracts import COMPRESSION
+from dwcp_inference.features import PayloadTraits, fit_scaling, transform
 from dwcp_inference.metadata import ModelMetadata
 
 from .common import gate, provenance, seed_everything, take
-from .data.generators import LINK_TYPES
 from .data.payloads import (CODECS, chunk_ratios, goodput_mbps, measure_files, random_links, synthetic_chunks,
                             transfer_seconds)
 from .evaluation import table
 
-NAME = "compression_selector"
+NAME = COMPRESSION.name
 SAMPLE_BYTES = 4096  # the payload sample callers are asked to send (docs/api.md)
-RAW_FIELDS = [
-    RawField("throughput_mbps", 0.0, 1e7), RawField("rtt_ms", 0.0, 1e5), RawField("packet_loss", 0.0, 1.0),
-    RawField("link_type", vocabulary=LINK_TYPES), RawField("size_bytes", 1.0, 1e13),
-    RawField("payload_entropy", 0.0, 8.0), RawField("payload_ratio", 0.0, 2.0),
-]
-FEATURES = [
-    Feature("throughput", "throughput_mbps", "log1p"), Feature("rtt", "rtt_ms", "log1p"),
-    Feature("loss", "packet_loss", "log"), Feature("link_type", "link_type", "one_hot", vocabulary=LINK_TYPES),
-    Feature("size", "size_bytes", "log1p"), Feature("entropy", "payload_entropy"),
-    Feature("ratio", "payload_ratio"),
-]
-CHOICES = [{"codec": c.name, "level": c.level} for c in CODECS]
+RAW_FIELDS = COMPRESSION.raw_fields()  # the contract's (dwcp_inference/contracts/)
+FEATURES = list(COMPRESSION.features)
+CHOICES = [{"codec": c.name, "level": c.level} for c in CODECS]  # the contract's CODEC_CHOICES, with their speeds
 HEURISTIC = {"dc": "none", "metro": "lz4", "wan": "zstd-3", "edge": "zstd-9"}  # DWCP's rule of thumb
 
 

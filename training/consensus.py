@@ -9,26 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from dwcp_inference.features import Feature, RawField, fit_scaling, transform
+from dwcp_inference.contracts import CONSENSUS
+from dwcp_inference.features import fit_scaling, transform
 from dwcp_inference.metadata import ModelMetadata
 
 from .common import gate, provenance, seed_everything, take, time_split
-from .data.generators import CONSENSUS_ANOMALIES, CONSENSUS_TYPES, DWCP_MODES, NETWORK_TIERS
+from .data.generators import CONSENSUS_ANOMALIES
 from .evaluation import best_accuracy_threshold, detection, table
 
-NAME = "consensus_latency"
-WINDOW = 20
+NAME = CONSENSUS.name
+WINDOW = CONSENSUS.window
 TARGET_ACCURACY = 0.98
-_COUNTS = ("queue_depth", "proposals_pending", "proposals_committed", "leader_changes", "quorum_size",
-           "active_nodes")
-_LATENCIES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
-RAW_FIELDS = [RawField(f, 0.0, 1e9) for f in (*_COUNTS, *_LATENCIES)] + [
-    RawField("network_tier", vocabulary=NETWORK_TIERS), RawField("dwcp_mode", vocabulary=DWCP_MODES),
-    RawField("consensus_type", vocabulary=CONSENSUS_TYPES)]
-FEATURES = [Feature(f, f, "log1p") for f in (*_COUNTS, *_LATENCIES)] + [
-    Feature("network_tier", "network_tier", "one_hot", vocabulary=NETWORK_TIERS),
-    Feature("dwcp_mode", "dwcp_mode", "one_hot", vocabulary=DWCP_MODES),
-    Feature("consensus_type", "consensus_type", "one_hot", vocabulary=CONSENSUS_TYPES)]
+RAW_FIELDS = CONSENSUS.raw_fields()  # the contract's (dwcp_inference/contracts/)
+FEATURES = list(CONSENSUS.features)
 
 
 def rows_to_windows(columns: dict[str, np.ndarray], window: int = WINDOW) -> dict[str, np.ndarray]:

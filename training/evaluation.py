@@ -92,3 +92,40 @@ def _fmt(v: float | str | None) -> str:
     if isinstance(v, str):
         return v
     return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+# ------------------------------------------------------------------ bootstrap confidence intervals
+
+def resampling_units(groups: np.ndarray, min_groups: int = 5, block: int = 60) -> tuple[np.ndarray, str]:
+    """The bootstrap unit of each row (rows in time order within each group, e.g. a trace): the whole group when
+    there are at least `min_groups`, else a block of `block` consecutive rows within its group (a block
+    bootstrap keeps a series' autocorrelation inside each draw). Returns (unit index per row, what a unit is)."""
+    names, idx = np.unique(np.asarray(groups), return_inverse=True)
+    if len(names) >= min_groups:
+        return idx, f"the {len(names)} traces drawn whole"
+    pos = np.zeros(len(idx), dtype=np.int64)
+    for g in range(len(names)):
+        rows = np.flatnonzero(idx == g)
+        pos[rows] = np.arange(len(rows)) // block
+    _, units = np.unique(np.stack([idx, pos], axis=1), axis=0, return_inverse=True)
+    return units.ravel(), (f"blocks of {block} consecutive windows within each of the {len(names)} traces "
+                           f"(fewer than {min_groups} traces to draw whole)")
+
+
+def bootstrap_ratios(units: np.ndarray, figures: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
+                     resamples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each figure, sum(numerator) / sum(denominator) over its rows (a MAPE: errors over counted rows; a share:
+    hits over rows), recomputed on `resamples` draws of the units with replacement, the same draws for every
+    figure (so differences between figures are paired). Returns the draws per figure."""
+    k = int(units.max()) + 1
+    draws = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=resamples).astype(np.float64)
+    out = {}
+    for name, (num, den) in figures.items():
+        out[name] = (draws @ np.bincount(units, np.asarray(num, float), k)) / np.maximum(
+            draws @ np.bincount(units, np.asarray(den, float), k), 1e-12)
+    return out
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)

@@ -10,19 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from dwcp_inference.features import Feature, RawField, transform
+from dwcp_inference.contracts import RELIABILITY
+from dwcp_inference.features import transform
 from dwcp_inference.metadata import ModelMetadata
 
 from .common import gate, provenance, time_split
 from .data.generators import RELIABILITY_FEATURES
 from .evaluation import detection, table, threshold_for_fpr
 
-NAME = "reliability_detector"
+NAME = RELIABILITY.name
 TARGET_RECALL = 0.98
 TARGET_FPR = 0.05
-_FRACTIONS = {"error_rate", "timeout_rate", "packet_loss_rate", "cpu_usage", "memory_usage"}
-RAW_FIELDS = [RawField(f, 0.0, 1.0 if f in _FRACTIONS else 1e9) for f in RELIABILITY_FEATURES]
-FEATURES = [Feature(f, f) for f in RELIABILITY_FEATURES]  # trees need no scaling
+RAW_FIELDS = RELIABILITY.raw_fields()  # the contract's (dwcp_inference/contracts/)
+FEATURES = list(RELIABILITY.features)  # trees need no scaling
 
 
 def _scores(name: str, est: Any, x: np.ndarray) -> np.ndarray:

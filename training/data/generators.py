@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-LINK_TYPES = ("dc", "metro", "wan", "edge")
-NETWORK_TIERS = ("tier1", "tier2", "tier3")
-DWCP_MODES = ("datacenter", "internet", "hybrid")
-CONSENSUS_TYPES = ("raft", "pbft", "gossip")
+# The vocabularies are the contracts' (re-exported here for the generators' users)
+from dwcp_inference.contracts import CONSENSUS_TYPES, DWCP_MODES, LINK_TYPES, NETWORK_TIERS, RELIABILITY  # noqa: F401
+
 CONSENSUS_ANOMALIES = ("network_congestion", "leader_election_storm", "queue_overflow", "byzantine")
-RELIABILITY_FEATURES = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations",
-                        "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps")
+RELIABILITY_FEATURES = RELIABILITY.numbers  # NodeMetrics' fields, in the contract's order
 
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
