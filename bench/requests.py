@@ -94,3 +94,60 @@ def request(case: str, batch: int = 1) -> Any:
             "DetectAnomaly": lambda: pb.DetectAnomalyBatchRequest(metrics=[_node(i) for i in range(batch)]),
             "DetectHighLatency": lambda: pb.DetectHighLatencyBatchRequest(
                 windows=[_window(i) for i in range(batch)])}[rpc]()
+
+
+# The V2 (Open Inference Protocol) form of each case, for the `dwcp-v2` row: ModelInfer on the same items as the
+# typed request above (batch 1 is a batch of one), as ghz's JSON (docs/v2.md has the tensors).
+V2_MODELS = {"PredictBandwidth": "bandwidth_predictor", "SelectCompression": "compression_selector",
+             "DetectAnomaly": "reliability_detector", "DetectHighLatency": "consensus_latency"}
+_V2_INTEGERS = {"time_of_day": "INT32", "day_of_week": "INT32", "size_bytes": "INT64"}
+_V2_CONTENTS = {"FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents",
+                "BYTES": "bytes_contents"}
+
+
+def _v2_tensor(name: str, values: list, datatype: str = "") -> dict[str, Any]:
+    import base64
+
+    import numpy as np
+
+    flat = np.asarray(values, dtype=object).reshape(-1).tolist()
+    shape = list(np.asarray(values, dtype=object).shape)
+    datatype = datatype or _V2_INTEGERS.get(name, "FP64")
+    if datatype == "BYTES":
+        flat = [base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for v in flat]
+    return {"name": name, "datatype": datatype, "shape": shape, "contents": {_V2_CONTENTS[datatype]: flat}}
+
+
+def v2_request(case: str, batch: int = 1) -> dict[str, Any]:
+    """ModelInfer's request (JSON) carrying the same items as `request(case, batch)`."""
+    case = cases(case)[0]
+    rpc = method(case)
+    if rpc == "PredictBandwidth":
+        seqs = [_history(i).samples for i in range(batch)]
+        fields = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms", "time_of_day", "day_of_week")
+        inputs = [_v2_tensor(f, [[getattr(s, f) for s in seq] for seq in seqs]) for f in fields]
+    elif rpc == "DetectHighLatency":
+        seqs = [_window(i).samples for i in range(batch)]
+        numbers = ("queue_depth", "proposals_pending", "proposals_committed", "latency_p50_ms", "latency_p95_ms",
+                   "latency_p99_ms", "leader_changes", "quorum_size", "active_nodes")
+        inputs = [_v2_tensor(f, [[getattr(s, f) for s in seq] for seq in seqs]) for f in numbers]
+        inputs += [_v2_tensor(f, [[getattr(s, f) for s in seq] for seq in seqs], "BYTES")
+                   for f in ("network_tier", "dwcp_mode", "consensus_type")]
+    elif rpc == "DetectAnomaly":
+        nodes = [_node(i) for i in range(batch)]
+        fields = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations",
+                  "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps")
+        inputs = [_v2_tensor(f, [getattr(n, f) for n in nodes]) for f in fields]
+    else:
+        queries = [_query(case, i) for i in range(batch)]
+        inputs = [_v2_tensor(f, [getattr(q.link, f) for q in queries]) for f in ("throughput_mbps", "rtt_ms",
+                                                                                  "packet_loss")]
+        inputs.append(_v2_tensor("link_type", [pb.LinkType.Name(q.link.link_type)[len("LINK_TYPE_"):].lower()
+                                               for q in queries], "BYTES"))
+        inputs.append(_v2_tensor("size_bytes", [q.payload.size_bytes for q in queries]))
+        if case == "SelectCompression/traits":
+            inputs.append(_v2_tensor("payload_entropy", [q.payload.entropy_bits_per_byte for q in queries]))
+            inputs.append(_v2_tensor("payload_ratio", [q.payload.recent_compression_ratio for q in queries]))
+        else:
+            inputs.append(_v2_tensor("payload_sample", [q.payload.sample for q in queries], "BYTES"))
+    return {"model_name": V2_MODELS[rpc], "inputs": inputs}

@@ -2,7 +2,8 @@
 measured `--rounds` times; the table gives the median of the rounds and the ratios the performance targets are
 stated in.
 
-Servers: `dwcp` (ours, the bundled models), `floor-python` (a bare grpcio servicer returning canned responses of
+Servers: `dwcp` (ours, the bundled models), `dwcp-v2` (ours over the Open Inference Protocol: ModelInfer carrying
+the same items, docs/v2.md), `floor-python` (a bare grpcio servicer returning canned responses of
 our size), `floor-go` (grpc-go, empty replies, GOMAXPROCS=1), `inprocess` (the model's onnxruntime session called
 directly: no RPC at all), and with `--peers` Seldon MLServer serving the same ONNX model (bench/peer.py).
 ghz drives the load from its own core: with two or more cores, the server is pinned to core 0 and ghz to core 1.
@@ -15,6 +16,7 @@ the JSON (`--json`), from which docs/performance.md is generated (bench/report.p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -22,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +37,7 @@ from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 
 from . import ghz
 from . import stages as stage_table
-from .requests import BATCH_FORMS, CASES, cases, method, request
+from .requests import BATCH_FORMS, CASES, cases, method, request, v2_request
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (16, 64)
@@ -79,9 +82,9 @@ def serving_process(server: str, workers: int = 1, serve_args: tuple[str, ...] =
     port = free_port()
     env = {**os.environ, **(env_extra or {})}
     pin = pinned(0) if workers == 1 else ()
-    if server == "dwcp":
+    if server in ("dwcp", "dwcp-v2"):
         # Admit every call ghz keeps in flight (the default bound, 32, would shed some at 64 in flight).
-        cmd = [sys.executable, "-m", "dwcp_inference.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        cmd = [sys.executable, "-m", "dwcp_inference.commands.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0", "--max-concurrent-rpcs", "256",
                "--workers", str(workers), *serve_args]
     elif server == "floor-python":
@@ -156,6 +159,31 @@ def runner(target: str, case: str) -> Runner:
     return run
 
 
+@functools.cache
+def v2_protoset() -> Path:
+    """The vendored Open Inference Protocol (protos/inference/v2) as a descriptor set for ghz."""
+    from grpc_tools import protoc  # dev extra
+
+    out = Path(tempfile.gettempdir()) / "dwcp-inference-v2.protoset"
+    if protoc.main(["protoc", f"-I{HERE.parent / 'protos'}", f"--descriptor_set_out={out}",
+                    str(HERE.parent / "protos/inference/v2/grpc_predict_v2.proto")]):
+        sys.exit("protoc failed")
+    return out
+
+
+def v2_runner(target: str, case: str) -> Runner:
+    """ghz against our ModelInfer (V2), carrying the same items as `runner`'s typed requests."""
+    reqs: dict[int, Any] = {}
+
+    def run(batch: int, concurrency: int, seconds: float) -> dict[str, Any]:
+        if batch not in reqs:
+            reqs[batch] = v2_request(case, batch)
+        return ghz.run(target, "", reqs[batch], concurrency=concurrency, seconds=seconds, extra=("--cpus", "1"),
+                       prefix=pinned(1), call="inference.GRPCInferenceService/ModelInfer",
+                       protoset_path=v2_protoset())
+    return run
+
+
 def measure_rpc(run: Runner, rpc: str, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
     """Rows for one RPC of one running server: batch 1 (sequential, 16 and 64 in flight), then its batch form."""
     run(1, 4, min(seconds, 1.0))  # warm-up
@@ -225,7 +253,8 @@ def run_suite(servers: list[str], rpcs: list[str], *, seconds: float, rounds: in
                     if server == "dwcp" and idle_rss is not None:
                         time.sleep(1)
                         idle_rss.append(rss_mib(proc.pid))
-                    rows = [row for rpc in rpcs for row in measure_rpc(runner(target, rpc), rpc, seconds, batches)]
+                    make = v2_runner if server == "dwcp-v2" else runner
+                    rows = [row for rpc in rpcs for row in measure_rpc(make(target, rpc), rpc, seconds, batches)]
             for row in rows:
                 samples.setdefault((server, row["rpc"], row["batch"]), []).append(row)
             if progress:
@@ -302,6 +331,10 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"p50 sequential: {p:.2f}x the Python floor's (target <= 1.15): {'met' if p <= 1.15 else 'MISSED'}")
         out.append(f"QPS at 64 in flight: {q:.2f}x the Python floor's (target >= 0.9): "
                    f"{'met' if q >= 0.9 else 'MISSED'}")
+    v2 = index.get(("dwcp-v2", "PredictBandwidth", 1))
+    if ours and v2 and ours["qps_c64"] and v2["qps_c64"]:
+        out.append(f"V2 (ModelInfer) over typed PredictBandwidth: QPS at 64 in flight "
+                   f"{v2['qps_c64'] / ours['qps_c64']:.2f}x, p50 sequential {v2['p50_us'] / ours['p50_us']:.2f}x")
     if go and batch:
         best = max(go["qps_c16"], go["qps_c64"])
         d = batch["decisions_per_s"] / best
@@ -341,13 +374,16 @@ def fractions(rows: list[dict[str, Any]], idle_rss_mib: float | None = None) -> 
                          batch64_fraction=ours64["decisions_per_s"] / ideal_b)
         per_case.append(entry)
     out: dict[str, Any] = {"cases": per_case, "idle_rss_mib": idle_rss_mib, "mlserver_best_qps_c64": None,
-                           "predict_bandwidth_over_mlserver": None}
+                           "predict_bandwidth_over_mlserver": None, "v2_predict_bandwidth_over_mlserver": None}
     peers = [r["qps_c64"] for (s, c, b), r in index.items()
              if s.startswith("mlserver") and c == "PredictBandwidth" and b == 1 and r["qps_c64"]]
     ours = index.get(("dwcp", "PredictBandwidth", 1))
     if peers and ours:
         out["mlserver_best_qps_c64"] = max(peers)
         out["predict_bandwidth_over_mlserver"] = ours["qps_c64"] / max(peers)
+    ours_v2 = index.get(("dwcp-v2", "PredictBandwidth", 1))
+    if peers and ours_v2 and ours_v2["qps_c64"]:  # like for like: both over V2's ModelInfer
+        out["v2_predict_bandwidth_over_mlserver"] = ours_v2["qps_c64"] / max(peers)
     return out
 
 
@@ -373,6 +409,9 @@ def fractions_table(f: dict[str, Any], cores: int | None) -> str:
                      f"(target >= {MLSERVER_TARGET}x): {_verdict(r >= MLSERVER_TARGET)}")
     else:
         lines.append("PredictBandwidth QPS@64 over MLServer's best: not measured (run with --peers)")
+    if f.get("v2_predict_bandwidth_over_mlserver") is not None:
+        lines.append(f"like for like, both over V2's ModelInfer (ours carrying the raw fields, MLServer the model's "
+                     f"ready inputs): {f['v2_predict_bandwidth_over_mlserver']:.2f}x MLServer's best")
     if f["idle_rss_mib"] is not None:
         lines.append(f"idle server RSS on the bundled models: {f['idle_rss_mib']:.0f} MiB "
                      f"(target <= {RSS_TARGET_MIB:.0f}): {_verdict(f['idle_rss_mib'] <= RSS_TARGET_MIB)}")
@@ -392,8 +431,9 @@ def measured_commit() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dwcp-inference bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default="dwcp,floor-python,floor-go,inprocess",
-                        help="comma-separated, from dwcp, floor-python, floor-go, inprocess (default %(default)s)")
+    parser.add_argument("--servers", default="dwcp,dwcp-v2,floor-python,floor-go,inprocess",
+                        help="comma-separated, from dwcp, dwcp-v2, floor-python, floor-go, inprocess "
+                             "(default %(default)s)")
     parser.add_argument("--peers", action="store_true", help="also Seldon MLServer, defaults and "
                         "parallel_workers=0 (installs bench/mlserver-peer/requirements.txt into its own venv)")
     parser.add_argument("--rpcs", default="PredictBandwidth",
