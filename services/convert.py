@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dwcp_inference.api import inference_pb2 as pb
+from dwcp_inference.contracts import BANDWIDTH, COMPRESSION, CONSENSUS, RELIABILITY
 from dwcp_inference.features import FeatureError, PayloadTraits
 
 from . import decisions
@@ -21,19 +22,17 @@ from .errors import InvalidInput
 if TYPE_CHECKING:
     from .decode import Queries, Samples
 
-NETWORK_FIELDS = ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms", "time_of_day", "day_of_week")
-NODE_FIELDS = ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p99_ms", "sla_violations",
-               "connection_failures", "packet_loss_rate", "cpu_usage", "memory_usage", "disk_io_mbps")
-CONSENSUS_NUMBERS = ("queue_depth", "proposals_pending", "proposals_committed", "latency_p50_ms", "latency_p95_ms",
-                     "latency_p99_ms", "leader_changes", "quorum_size", "active_nodes")
-CONSENSUS_LABELS = ("network_tier", "dwcp_mode", "consensus_type")
-LINK_TYPES = {pb.LINK_TYPE_DC: "dc", pb.LINK_TYPE_METRO: "metro", pb.LINK_TYPE_WAN: "wan", pb.LINK_TYPE_EDGE: "edge"}
+# The raw fields each message carries, from the model contracts (dwcp_inference/contracts/), in the order of
+# the message's fields: the order both decoders lay out a sample's numbers (native/src/lib.rs; tests/test_contracts.py)
+NETWORK_FIELDS = BANDWIDTH.flat_names
+NODE_FIELDS = RELIABILITY.flat_names
+CONSENSUS_NUMBERS = CONSENSUS.flat_names
+CONSENSUS_LABELS = CONSENSUS.labels
+LINK_TYPES = {pb.LinkType.Value(f"LINK_TYPE_{name.upper()}"): name
+              for name in COMPRESSION.field("link_type").vocabulary}
 CODECS = {"none": pb.CODEC_NONE, "lz4": pb.CODEC_LZ4, "zstd": pb.CODEC_ZSTD, "brotli": pb.CODEC_BROTLI}
 SEVERITIES = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "critical": pb.SEVERITY_CRITICAL}
-PAYLOAD_FIELDS = {"throughput_mbps": "link.throughput_mbps", "rtt_ms": "link.rtt_ms",
-                  "packet_loss": "link.packet_loss", "size_bytes": "payload.size_bytes",
-                  "payload_entropy": "payload.entropy_bits_per_byte",
-                  "payload_ratio": "payload.recent_compression_ratio"}
+PAYLOAD_FIELDS = {f.name: f.path for f in COMPRESSION.fields}  # raw field -> its path in a query
 
 
 class Batch:
@@ -211,38 +210,65 @@ def _enum_name(enum, value: int) -> str:
 
 
 # ------------------------------------------------------------------ answers to messages
+# The python path's responses, from the columns of a batch's answers (decisions.py); encode.py holds the native
+# path, which makes the same bytes from the same columns.
 
 def timestamp(seconds: float) -> Timestamp:
     whole = math.floor(seconds)
     return Timestamp(seconds=whole, nanos=min(int((seconds - whole) * 1e9), 999_999_999))
 
 
-def bandwidth_prediction(a: decisions.BandwidthAnswer, base: float, prediction_id: str,
-                         now: float) -> pb.BandwidthPrediction:
-    """`base`: the time of the history's last sample (its timestamp, else now)."""
-    return pb.BandwidthPrediction(
-        predicted_bandwidth_mbps=a.bandwidth_mbps, predicted_latency_ms=a.latency_ms,
-        predicted_packet_loss=a.packet_loss, predicted_jitter_ms=a.jitter_ms, confidence=a.confidence,
-        valid_until=timestamp(base + a.horizon_seconds), prediction_time=timestamp(now), prediction_id=prediction_id)
+def timestamps(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`timestamp` over an array: whole seconds [B] int64 and nanos [B] int32 (failing where it would)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if not np.isfinite(seconds).all():
+        raise OverflowError("cannot convert a non-finite float to a timestamp")
+    whole = np.floor(seconds)
+    if ((whole < -2.0 ** 63) | (whole >= 2.0 ** 63)).any():
+        raise ValueError("Value out of range: a timestamp's seconds")
+    nanos = np.minimum(((seconds - whole) * 1e9).astype(np.int64), 999_999_999)
+    return whole.astype(np.int64), nanos.astype(np.int32)
 
 
-def compression_decision(a: decisions.CompressionAnswer, prediction_id: str) -> pb.CompressionDecision:
-    scores = [pb.CompressionChoice(codec=CODECS[c], level=lvl, score=p) for c, lvl, p in a.ranked]
-    return pb.CompressionDecision(choice=scores[0], scores=scores, prediction_id=prediction_id)
+def bandwidth_predictions(a: decisions.BandwidthAnswers, ids: Sequence[str],
+                          valid_until: tuple[np.ndarray, np.ndarray],
+                          now: tuple[int, int]) -> list[pb.BandwidthPrediction]:
+    """`valid_until`: each item's (seconds, nanos); `now`: the prediction time's."""
+    made = Timestamp(seconds=now[0], nanos=now[1])
+    columns = (a.bandwidth_mbps, a.latency_ms, a.packet_loss, a.jitter_ms, a.confidence, *valid_until)
+    return [pb.BandwidthPrediction(
+        predicted_bandwidth_mbps=b, predicted_latency_ms=lat, predicted_packet_loss=loss, predicted_jitter_ms=jit,
+        confidence=c, valid_until=Timestamp(seconds=s, nanos=n), prediction_time=made, prediction_id=pid)
+        for b, lat, loss, jit, c, s, n, pid in zip(*(col.tolist() for col in columns), ids)]
 
 
-def anomaly_verdict(a: decisions.AnomalyAnswer, prediction_id: str) -> pb.AnomalyVerdict:
-    return pb.AnomalyVerdict(
-        is_anomaly=a.is_anomaly, score=a.score, threshold=a.threshold, severity=SEVERITIES[a.severity],
-        contributions=[pb.FeatureContribution(feature=f, value=v, expected=m, deviation=d)
-                       for f, v, m, d in a.contributions], prediction_id=prediction_id)
+def compression_decisions(a: decisions.CompressionAnswers, ids: Sequence[str]) -> list[pb.CompressionDecision]:
+    codecs = [CODECS[c] for c in a.codecs]
+    out = []
+    for order, probs, pid in zip(a.ranked.tolist(), a.probability.tolist(), ids):
+        scores = [pb.CompressionChoice(codec=codecs[k], level=a.levels[k], score=p) for k, p in zip(order, probs)]
+        out.append(pb.CompressionDecision(choice=scores[0], scores=scores, prediction_id=pid))
+    return out
 
 
-def latency_verdict(a: decisions.LatencyAnswer, prediction_id: str) -> pb.LatencyVerdict:
-    return pb.LatencyVerdict(
-        is_high_latency=a.is_high_latency, reconstruction_error=a.error, threshold=a.threshold,
-        feature_errors=[pb.FeatureError(feature=f, error=e) for f, e in a.feature_errors],
-        prediction_id=prediction_id)
+def anomaly_verdicts(a: decisions.AnomalyAnswers, ids: Sequence[str]) -> list[pb.AnomalyVerdict]:
+    names = a.names
+    return [pb.AnomalyVerdict(
+        is_anomaly=flag, score=s, threshold=a.threshold, severity=sev,
+        contributions=[pb.FeatureContribution(feature=names[k], value=v, expected=m, deviation=d)
+                       for k, v, m, d in zip(ks, vs, ms, ds)], prediction_id=pid)
+        for flag, s, sev, ks, vs, ms, ds, pid in zip(
+            a.is_anomaly.tolist(), a.score.tolist(), a.severity.tolist(), a.feature.tolist(), a.value.tolist(),
+            a.expected.tolist(), a.deviation.tolist(), ids)]
+
+
+def latency_verdicts(a: decisions.LatencyAnswers, ids: Sequence[str]) -> list[pb.LatencyVerdict]:
+    names = a.names
+    return [pb.LatencyVerdict(
+        is_high_latency=flag, reconstruction_error=e, threshold=a.threshold,
+        feature_errors=[pb.FeatureError(feature=names[k], error=v) for k, v in zip(ks, vs)], prediction_id=pid)
+        for flag, e, ks, vs, pid in zip(a.is_high_latency.tolist(), a.error.tolist(), a.feature.tolist(),
+                                        a.feature_error.tolist(), ids)]
 
 
 def now() -> float:

@@ -1,10 +1,14 @@
-"""From model outputs to domain answers, by each model's decision rule in its metadata. An output the answer uses
-that is NaN or infinite fails the call (errors.NonFiniteOutput, INTERNAL): it is never answered."""
+"""From model outputs to domain answers, by each model's decision rule in its metadata, for a whole batch at once:
+each rule answers one object of numpy columns (no Python object per item). An output the answer uses that is NaN
+or infinite fails the call (errors.NonFiniteOutput, INTERNAL): it is never answered.
+
+Indexing an answer object (`answers[i]`, iteration) gives one item in the per-item form (`BandwidthAnswer`, ...):
+for evaluation and tests, off the serving path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -12,6 +16,9 @@ import numpy as np
 from dwcp_inference.features import decode_targets, stack_columns
 
 from .runtime import ModelRuntime
+
+SEVERITY_CODES = {"info": 1, "warning": 2, "critical": 3}  # the proto's Severity values
+SEVERITY_NAMES = {v: k for k, v in SEVERITY_CODES.items()}
 
 
 @dataclass
@@ -46,7 +53,121 @@ class LatencyAnswer:
     feature_errors: list[tuple[str, float]]  # largest first
 
 
-def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[BandwidthAnswer]:
+class _Items:
+    """A batch of answers as columns; `item(i)` is one answer in the per-item form."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def item(self, i: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.item(i % len(self))
+
+    def __iter__(self) -> Iterator:
+        return (self.item(i) for i in range(len(self)))
+
+
+@dataclass
+class BandwidthAnswers(_Items):
+    """[B] float64 columns, in domain units."""
+
+    bandwidth_mbps: np.ndarray
+    latency_ms: np.ndarray
+    packet_loss: np.ndarray
+    jitter_ms: np.ndarray
+    confidence: np.ndarray
+    horizon_seconds: float
+
+    def __len__(self) -> int:
+        return len(self.bandwidth_mbps)
+
+    def item(self, i: int) -> BandwidthAnswer:
+        return BandwidthAnswer(float(self.bandwidth_mbps[i]), float(self.latency_ms[i]), float(self.packet_loss[i]),
+                               float(self.jitter_ms[i]), float(self.confidence[i]), self.horizon_seconds)
+
+
+@dataclass
+class CompressionAnswers(_Items):
+    """Every choice ranked per item: `ranked` [B, K] indexes the version's choices (`codecs`, `levels`), best
+    first; `probability` [B, K] float64 in the same order."""
+
+    ranked: np.ndarray
+    probability: np.ndarray
+    codecs: list[str]
+    levels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ranked)
+
+    def item(self, i: int) -> CompressionAnswer:
+        return CompressionAnswer([(self.codecs[k], self.levels[k], p)
+                                  for k, p in zip(self.ranked[i].tolist(), self.probability[i].tolist())])
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.ranked[:, 0]
+
+
+@dataclass
+class AnomalyAnswers(_Items):
+    """`severity` [B] holds SEVERITY_CODES values; contributions are [B, top]: `feature` indexes `names`, with each
+    contribution's value, expected (normal mean) and deviation, largest deviation first."""
+
+    is_anomaly: np.ndarray
+    score: np.ndarray
+    threshold: float
+    severity: np.ndarray
+    names: list[str]
+    feature: np.ndarray
+    value: np.ndarray
+    expected: np.ndarray
+    deviation: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def item(self, i: int) -> AnomalyAnswer:
+        return AnomalyAnswer(bool(self.is_anomaly[i]), float(self.score[i]), self.threshold,
+                             SEVERITY_NAMES[int(self.severity[i])],
+                             [(self.names[k], v, m, d) for k, v, m, d in zip(
+                                 self.feature[i].tolist(), self.value[i].tolist(), self.expected[i].tolist(),
+                                 self.deviation[i].tolist())])
+
+
+@dataclass
+class LatencyAnswers(_Items):
+    """`feature` [B, F] indexes `names`, largest error first, with `feature_error` [B, F] in the same order."""
+
+    is_high_latency: np.ndarray
+    error: np.ndarray
+    threshold: float
+    names: list[str]
+    feature: np.ndarray
+    feature_error: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.error)
+
+    def item(self, i: int) -> LatencyAnswer:
+        return LatencyAnswer(bool(self.is_high_latency[i]), float(self.error[i]), self.threshold,
+                             [(self.names[k], e) for k, e in zip(self.feature[i].tolist(),
+                                                                  self.feature_error[i].tolist())])
+
+
+def _f64(values) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _along(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """values[i, order[i, j]] as [B, K] float64 (np.take_along_axis, without its Python-level overhead)."""
+    return _f64(np.asarray(values)[np.arange(len(order))[:, None], order])
+
+
+def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> BandwidthAnswers:
     x, out = rt.infer(columns)
     rt.check_finite(out)
     pred = decode_targets(rt.meta.targets, next(iter(out.values())))
@@ -60,46 +181,41 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[Bandw
     mean = np.add.reduce(bw, axis=1) / bw.shape[1]
     cv = np.sqrt(np.maximum(np.add.reduce(bw * bw, axis=1) / bw.shape[1] - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
     base = 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0)
-    confidence = np.clip(base / (1.0 + cv), 0.0, 1.0).tolist()
-    horizon = float(d.get("interval_seconds", 300.0))
-    columns_out = [np.asarray(pred[n], dtype=np.float64).tolist()
-                   for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")]
-    return [BandwidthAnswer(b, lat, loss, jit, c, horizon) for b, lat, loss, jit, c in zip(*columns_out, confidence)]
+    return BandwidthAnswers(*(_f64(pred[n]) for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")),
+                            _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), float(d.get("interval_seconds", 300.0)))
 
 
-def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[CompressionAnswer]:
+def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> CompressionAnswers:
     _, out = rt.infer(columns)
     name, probs = next(iter(out.items()))
     rt.check_finite({name: probs})
     choices = rt.meta.decision["choices"]
-    answers = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")
-        answers.append(CompressionAnswer([(choices[k]["codec"], int(choices[k]["level"]), float(row[k]))
-                                          for k in order]))
-    return answers
+    probs = np.asarray(probs)
+    ranked = np.argsort(-probs, axis=1, kind="stable")
+    codecs, levels = rt.constants("compression", lambda: ([c["codec"] for c in choices],
+                                                         [int(c["level"]) for c in choices]))
+    return CompressionAnswers(ranked, _along(probs, ranked), codecs, levels)
 
 
-def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -> list[AnomalyAnswer]:
+def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -> AnomalyAnswers:
     x, out = rt.infer(columns)
     d = rt.meta.decision
     scores = np.asarray(out[d["score_output"]], dtype=np.float64)
     rt.check_finite({d["score_output"]: scores})
-    scores = d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores)
+    scores = _f64(d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores))
     names, mean, std, index = rt.constants("anomaly", lambda: _normal_stats(rt))
     # A raw field's value, or (for a version judging a value against its history) the feature's value.
     raw = stack_columns([columns[n] if n in columns and np.ndim(columns[n]) == 1 else x[:, index[n]]
                          for n in names])
     dev = (raw - mean) / std
-    order = np.argsort(-np.abs(dev), axis=1, kind="stable")[:, :top].tolist()
+    order = np.argsort(-np.abs(dev), axis=1, kind="stable")[:, :top]
     threshold, critical = float(d["threshold"]), float(d["critical_threshold"])
-    answers = []
-    for s, row, r, dv in zip(scores.tolist(), order, raw.tolist(), dev.tolist()):
-        flagged = s >= threshold
-        severity = "critical" if s >= critical else "warning" if flagged else "info"
-        answers.append(AnomalyAnswer(flagged, s, threshold, severity,
-                                     [(names[k], r[k], float(mean[k]), dv[k]) for k in row]))
-    return answers
+    flagged = scores >= threshold
+    severity = np.where(scores >= critical, 3, np.where(flagged, 2, 1))
+    return AnomalyAnswers(flagged, scores, threshold, severity, names, order,
+                          _along(raw, order),
+                          _f64(np.asarray(mean, dtype=np.float64)[order]),
+                          _along(dev, order))
 
 
 def _normal_stats(rt: ModelRuntime) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, int]]:
@@ -109,7 +225,7 @@ def _normal_stats(rt: ModelRuntime) -> tuple[list[str], np.ndarray, np.ndarray, 
             {n: k for k, n in enumerate(rt.meta.feature_names)})
 
 
-def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[LatencyAnswer]:
+def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> LatencyAnswers:
     x, out = rt.infer(columns)
     d = rt.meta.decision
     if "reconstruction_output" in d:  # an imported autoencoder: the error is computed here
@@ -119,10 +235,8 @@ def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> list[La
     else:
         scores, errors = out[d["score_output"]], out[d["errors_output"]]
     rt.check_finite({"score": scores, "feature_errors": errors})
-    names = rt.meta.feature_names
-    answers = []
-    for s, errs in zip(scores, errors):
-        order = np.argsort(-errs, kind="stable")
-        answers.append(LatencyAnswer(bool(s >= d["threshold"]), float(s), float(d["threshold"]),
-                                     [(names[k], float(errs[k])) for k in order]))
-    return answers
+    scores, errors = np.asarray(scores), np.asarray(errors)
+    order = np.argsort(-errors, axis=1, kind="stable")
+    names: Sequence[str] = rt.meta.feature_names
+    return LatencyAnswers(np.asarray(scores >= d["threshold"], dtype=bool), _f64(scores), float(d["threshold"]),
+                          list(names), order, _along(errors, order))

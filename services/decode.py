@@ -1,4 +1,5 @@
-"""Request bytes to raw columns: the request deserializer of each inference RPC.
+"""Request bytes to raw columns: the request deserializer of each inference RPC (and, `Decoder.serializer`, the
+response serializer: encode.py builds the native path's response bytes).
 
 Two decoders make the same forms (`Bandwidth`, `Compression`, `Anomaly`, `Latency`, each holding `Samples` or
 `Queries` columns): `native`, the Rust extension `dwcp_inference_native` (prost; no Python object per sample),
@@ -21,6 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from dwcp_inference.api import inference_pb2 as pb
 
+from . import encode
 from .convert import CONSENSUS_LABELS, CONSENSUS_NUMBERS, NETWORK_FIELDS, NODE_FIELDS
 
 NATIVE_MODULE = "dwcp_inference_native"
@@ -36,10 +38,12 @@ class Undecodable:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Request bytes as received: the event loop only receives; the worker thread decodes them (`parsed`)."""
+    """Request bytes as received: the event loop only receives; the worker thread decodes them (`parsed`).
+    `native`: the extension, which also builds the response's bytes (encode.py)."""
 
     data: bytes
     parse: Callable[[bytes], Any]
+    native: Any = None
 
 
 def parsed(request: Any) -> Any:
@@ -82,10 +86,10 @@ class Samples:
         vocabulary, codes = self.labels[name]
         return np.array(vocabulary, dtype=object)[codes[rows]].astype(str)
 
-    def last_time(self, i: int, default: float) -> float:
-        """The last sample's timestamp of sequence i in seconds, or `default` without one."""
+    def last_times(self, default: float) -> np.ndarray:
+        """Each sequence's last sample's timestamp in seconds, or `default` without one: [B] float64."""
         has, seconds, nanos = self.last_timestamps
-        return int(seconds[i]) + int(nanos[i]) / 1e9 if has[i] else default
+        return np.where(has, seconds.astype(np.float64) + nanos.astype(np.float64) / 1e9, default)
 
     def take(self, rows: np.ndarray, lengths: np.ndarray) -> "Samples":
         """The samples at `rows`, as sequences of `lengths`."""
@@ -312,7 +316,7 @@ def native_deserializer(cls: type, module: Any) -> Callable[[bytes], Any]:
         buffers = decode_native(data)
         return fallback(data) if buffers is None else build(buffers)
 
-    return lambda data: Encoded(data, parse)
+    return lambda data: Encoded(data, parse, module)
 
 
 def native_module() -> Any | None:
@@ -332,6 +336,10 @@ class Decoder:
 
     def deserializer(self, cls: type) -> Callable[[bytes], Any]:
         return native_deserializer(cls, self.module) if self.name == "native" else python_deserializer(cls)
+
+    def serializer(self, cls: type) -> Callable[[Any], bytes]:
+        """The response serializer: the native path's bytes as they are, a message serialized (encode.py)."""
+        return encode.serializer(cls)
 
 
 def choose(setting: str = "auto") -> Decoder:

@@ -81,9 +81,9 @@ class OutcomeTracker:
     def remember(self, model: str, version: str, prediction: Any) -> str:
         return self.remember_many(model, version, [prediction])[0]
 
-    def remember_many(self, model: str, version: str, predictions: list) -> list[str]:
-        """Signed ids for a batch of predictions (nothing is stored)."""
-        return self.signer.sign_many(model, version, predictions, int(self.clock()))
+    def remember_many(self, model: str, version: str, predictions: Any, native: Any = None) -> list[str]:
+        """Signed ids for a batch of predictions (nothing is stored); `native`: the extension, to sign in Rust."""
+        return self.signer.sign_many(model, version, predictions, int(self.clock()), native=native)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
         """Judge an outcome against the prediction its id carries and update that version's live accuracy."""

@@ -1,7 +1,9 @@
 """The inference servicer: requests in, model answers out. Each RPC takes its request decoded to columns
 (decode.py: by the native or the python decoder, or a message from an in-process caller), picks the model version,
 checks the columns and takes the version's raw columns from them (convert.py), lets the version decide
-(decisions.py) and converts back. Errors and metrics are handled once, in `rpc`."""
+(decisions.py: columns for the whole batch) and answers a `Reply` (encode.py) that `rpc` signs and renders: the
+response's bytes built natively when the request came through the native decoder, else a message. Errors and
+metrics are handled once per call, in `rpc`."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from dwcp_inference.api import inference_pb2 as pb
 from dwcp_inference.api import inference_pb2_grpc as pb_grpc
 from dwcp_inference.features import FeatureError
 
-from . import convert, deadline, decisions, decode
-from .decode import Undecodable
+from . import convert, deadline, decisions, decode, encode
+from .decode import Encoded, Undecodable
 from .errors import DeadlineExpired, InferenceError, InvalidInput, NonFiniteOutput
 from .metrics import Metrics
 from .outcomes import OutcomeTracker
@@ -37,6 +39,7 @@ def rpc(method: Callable) -> Callable:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            native = request.native if isinstance(request, Encoded) else None  # answers bytes: built natively
             request = decode.parsed(request)  # the native decoder's work, in this worker thread
             if isinstance(request, Undecodable):
                 raise InvalidInput(f"request: the bytes are not a serialized {request.type_name}")
@@ -48,12 +51,17 @@ def rpc(method: Callable) -> Callable:
                 response = method(self, decode.from_message(request), context)
             finally:
                 deadline.end(token)
+            model = None
+            if isinstance(response, encode.Reply):  # signed once for the batch; bytes (native) or a message
+                model = response.rt.name, response.rt.version
+                response = response.render(self.outcomes.remember_many, native)
+            elif hasattr(response, "model") and response.model.name:
+                model = response.model.name, response.model.version
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:  # computed too late: not answered, not counted OK
                 raise DeadlineExpired(f"{name}: the deadline passed while the call was computed")
-            if hasattr(response, "model") and response.model.name:
-                self.metrics.child(self.metrics.latency, name, response.model.name, response.model.version).observe(
-                    time.perf_counter() - start)
+            if model is not None:
+                self.metrics.child(self.metrics.latency, name, *model).observe(time.perf_counter() - start)
             return response
         except InferenceError as e:
             code = e.code
@@ -71,10 +79,6 @@ def rpc(method: Callable) -> Callable:
     return wrapper
 
 
-def _ref(rt: ModelRuntime) -> pb.ModelRef:
-    return pb.ModelRef(name=rt.name, version=rt.version)
-
-
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def __init__(self, repo: Repository, outcomes: OutcomeTracker, metrics: Metrics, max_batch: int,
                  max_window: int = 1024):
@@ -87,7 +91,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def _model(self, name: str, selector: pb.ModelSelector) -> ModelRuntime:
         return self.repo.get(name, selector.version, selector.label)
 
-    def _decide(self, decide: Callable, rt: ModelRuntime, batch: convert.Batch) -> list:
+    def _decide(self, decide: Callable, rt: ModelRuntime, batch: convert.Batch) -> Any:
         try:
             return decide(rt, batch.columns)
         except FeatureError as e:
@@ -99,92 +103,79 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     def _batch(self, rpc_name: str, items: Sequence, field: str) -> None:
         convert.check_batch(items, field, self.max_batch)
-        self.metrics.batch_size.labels(rpc_name).observe(len(items))
+        self.metrics.child(self.metrics.batch_size, rpc_name).observe(len(items))
 
     # ------------------------------------------------------------ bandwidth_predictor
 
-    def _bandwidth(self, histories: decode.Samples, selector: decode.Selector, single: bool):
+    def _bandwidth(self, histories: decode.Samples, selector: decode.Selector, single: bool) -> encode.Reply:
         rt = self._model("bandwidth_predictor", selector)
         answers = self._decide(decisions.bandwidth, rt,
                                convert.network(histories, rt.meta.window, single, self.max_window))
         now = convert.now()
-        ids = self.outcomes.remember_many(rt.name, rt.version, [a.bandwidth_mbps for a in answers])
-        return rt, [convert.bandwidth_prediction(a, histories.last_time(i, now), pid, now)
-                    for i, (a, pid) in enumerate(zip(answers, ids))]
+        return encode.bandwidth(rt, single, answers, histories.last_times(now), now)
 
     @rpc
     def PredictBandwidth(self, request: decode.Bandwidth, context) -> pb.PredictBandwidthResponse:
-        rt, preds = self._bandwidth(request.histories, request.model, single=True)
-        return pb.PredictBandwidthResponse(prediction=preds[0], model=_ref(rt))
+        return self._bandwidth(request.histories, request.model, single=True)
 
     @rpc
-    def PredictBandwidthBatch(self, request: decode.Bandwidth, context):
+    def PredictBandwidthBatch(self, request: decode.Bandwidth, context) -> pb.PredictBandwidthBatchResponse:
         self._batch("PredictBandwidthBatch", request.histories, "histories")
-        rt, preds = self._bandwidth(request.histories, request.model, single=False)
-        return pb.PredictBandwidthBatchResponse(predictions=preds, model=_ref(rt))
+        return self._bandwidth(request.histories, request.model, single=False)
 
     # ------------------------------------------------------------ compression_selector
 
-    def _compression(self, queries: decode.Queries, selector: decode.Selector, single: bool):
+    def _compression(self, queries: decode.Queries, selector: decode.Selector, single: bool) -> encode.Reply:
         rt = self._model("compression_selector", selector)
         answers = self._decide(decisions.compression, rt, convert.compression_queries(queries, single))
-        ids = self.outcomes.remember_many(rt.name, rt.version, [a.ranked[0][:2] for a in answers])
-        return rt, [convert.compression_decision(a, pid) for a, pid in zip(answers, ids)]
+        return encode.CompressionReply(rt, single, answers=answers)
 
     @rpc
     def SelectCompression(self, request: decode.Compression, context) -> pb.SelectCompressionResponse:
-        rt, out = self._compression(request.queries, request.model, single=True)
-        return pb.SelectCompressionResponse(decision=out[0], model=_ref(rt))
+        return self._compression(request.queries, request.model, single=True)
 
     @rpc
-    def SelectCompressionBatch(self, request: decode.Compression, context):
+    def SelectCompressionBatch(self, request: decode.Compression, context) -> pb.SelectCompressionBatchResponse:
         self._batch("SelectCompressionBatch", request.queries, "queries")
-        rt, out = self._compression(request.queries, request.model, single=False)
-        return pb.SelectCompressionBatchResponse(decisions=out, model=_ref(rt))
+        return self._compression(request.queries, request.model, single=False)
 
     # ------------------------------------------------------------ reliability_detector
 
     def _anomaly(self, metrics: decode.Samples, histories: decode.Samples, selector: decode.Selector,
-                 single: bool):
+                 single: bool) -> encode.Reply:
         rt = self._model("reliability_detector", selector)
         answers = self._decide(decisions.anomaly, rt, convert.nodes(
             metrics, single, histories, rt.meta.window, rt.meta.raw_fields, self.max_window))
-        ids = self.outcomes.remember_many(rt.name, rt.version, [a.is_anomaly for a in answers])
-        return rt, [convert.anomaly_verdict(a, pid) for a, pid in zip(answers, ids)]
+        return encode.AnomalyReply(rt, single, answers=answers)
 
     @rpc
     def DetectAnomaly(self, request: decode.Anomaly, context) -> pb.DetectAnomalyResponse:
         if not request.has_metrics:
             raise InvalidInput("metrics: expected the node's metric vector, got none")
-        rt, out = self._anomaly(request.metrics, request.histories, request.model, single=True)
-        return pb.DetectAnomalyResponse(verdict=out[0], model=_ref(rt))
+        return self._anomaly(request.metrics, request.histories, request.model, single=True)
 
     @rpc
-    def DetectAnomalyBatch(self, request: decode.Anomaly, context):
+    def DetectAnomalyBatch(self, request: decode.Anomaly, context) -> pb.DetectAnomalyBatchResponse:
         self._batch("DetectAnomalyBatch", request.metrics, "metrics")
-        rt, out = self._anomaly(request.metrics, request.histories, request.model, single=False)
-        return pb.DetectAnomalyBatchResponse(verdicts=out, model=_ref(rt))
+        return self._anomaly(request.metrics, request.histories, request.model, single=False)
 
     # ------------------------------------------------------------ consensus_latency
 
-    def _latency(self, windows: decode.Samples, selector: decode.Selector, single: bool):
+    def _latency(self, windows: decode.Samples, selector: decode.Selector, single: bool) -> encode.Reply:
         rt = self._model("consensus_latency", selector)
         answers = self._decide(decisions.high_latency, rt,
                                convert.consensus(windows, rt.meta.window, single, self.max_window,
                                                  rt.meta.raw_fields))
-        ids = self.outcomes.remember_many(rt.name, rt.version, [a.is_high_latency for a in answers])
-        return rt, [convert.latency_verdict(a, pid) for a, pid in zip(answers, ids)]
+        return encode.LatencyReply(rt, single, answers=answers)
 
     @rpc
     def DetectHighLatency(self, request: decode.Latency, context) -> pb.DetectHighLatencyResponse:
-        rt, out = self._latency(request.windows, request.model, single=True)
-        return pb.DetectHighLatencyResponse(verdict=out[0], model=_ref(rt))
+        return self._latency(request.windows, request.model, single=True)
 
     @rpc
-    def DetectHighLatencyBatch(self, request: decode.Latency, context):
+    def DetectHighLatencyBatch(self, request: decode.Latency, context) -> pb.DetectHighLatencyBatchResponse:
         self._batch("DetectHighLatencyBatch", request.windows, "windows")
-        rt, out = self._latency(request.windows, request.model, single=False)
-        return pb.DetectHighLatencyBatchResponse(verdicts=out, model=_ref(rt))
+        return self._latency(request.windows, request.model, single=False)
 
     # ------------------------------------------------------------ outcomes
 

@@ -20,6 +20,10 @@ mod proto {
 }
 use proto::*;
 
+mod encode;
+mod ids;
+mod wire;
+
 /// Columns of a batch of sequences of one sample type (see decode.Samples).
 #[derive(Default)]
 struct Columns {
@@ -373,9 +377,16 @@ fn dwcp_inference_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_detect_anomaly_batch, m)?)?;
     m.add_function(wrap_pyfunction!(decode_detect_high_latency, m)?)?;
     m.add_function(wrap_pyfunction!(decode_detect_high_latency_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::encode_bandwidth, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::encode_compression, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::encode_anomaly, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::encode_latency, m)?)?;
+    m.add_function(wrap_pyfunction!(ids::sign_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(ids::mac, m)?)?;
     m.add(
         "__doc__",
-        "Inference request bytes to raw columns (prost); see dwcp_inference.services.decode",
+        "Inference request bytes to raw columns and answers to response bytes (prost); see \
+         dwcp_inference.services.decode and .encode",
     )?;
     Ok(())
 }
