@@ -58,6 +58,7 @@ type options struct {
 	clientOpts []inference.Option
 	modelPath  string
 	local      inference.LocalConfig
+	cacheDir   string
 	deployment inference.ConsensusDeployment
 	order      []inference.Source
 	metrics    *inference.ChainMetrics
@@ -77,6 +78,13 @@ func WithClientOptions(opts ...inference.Option) Option {
 // WithModelPath runs the model at path (a repository, or a consensus_latency model or version directory)
 // in-process through the registered local runtime (import the embedded package).
 func WithModelPath(path string) Option { return func(o *options) { o.modelPath = path } }
+
+// WithLocalCache runs the service's consensus_latency versions in-process: synced from the service (WithTarget,
+// $DWCP_INFERENCE_TARGET or 127.0.0.1:50051) into dir, they answer first, the service second, DWCP's rule last,
+// following the service's promotes. The local runtime must be registered (import the embedded package). The
+// constructor waits a few seconds at most for the first sync; the cache answers while the service is down, also
+// after a restart. It replaces WithModelPath.
+func WithLocalCache(dir string) Option { return func(o *options) { o.cacheDir = dir } }
 
 // WithLocalConfig passes settings (the libonnxruntime path) to the local runtime.
 func WithLocalConfig(cfg inference.LocalConfig) Option { return func(o *options) { o.local = cfg } }
@@ -128,7 +136,7 @@ func newConsensusModel(ad *AnomalyDetector, o options, logger *zap.Logger) *cons
 	m := &consensusModel{ad: ad, deployment: o.deployment, metrics: o.metrics, sources: map[inference.Source]uint64{}}
 	rule := inference.Provider{Source: inference.SourceRule, Answerer: consensusRule{ad: ad}}
 	providers := []inference.Provider{rule}
-	if o.modelPath != "" {
+	if o.modelPath != "" && o.cacheDir == "" {
 		local, err := inference.OpenLocal(o.modelPath, o.local)
 		if err != nil {
 			m.lastErr = fmt.Errorf("consensus: model path: %w", err)
@@ -159,6 +167,16 @@ func newConsensusModel(ad *AnomalyDetector, o options, logger *zap.Logger) *cons
 	if m.client != nil {
 		providers = append(providers, inference.Provider{Source: inference.SourceRemote,
 			Answerer: inference.Remote(m.client)})
+		if o.cacheDir != "" {
+			cfg := o.local.SyncedFrom(m.client.Target(), o.clientOpts, o.cacheDir, "consensus_latency")
+			if local, err := inference.OpenLocal(o.cacheDir, cfg); err != nil {
+				m.lastErr = fmt.Errorf("consensus: local cache: %w", err)
+				logger.Error("consensus_latency model not run in-process", zap.Error(err))
+			} else {
+				m.local = local
+				providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: local})
+			}
+		}
 	}
 	chainOpts := []inference.ChainOption{inference.WithChainMetrics(o.metrics)}
 	if o.order != nil {

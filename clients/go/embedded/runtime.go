@@ -49,6 +49,8 @@ type options struct {
 	onEvent   func(Event)
 	maxBatch  int
 	maxWindow int
+	models    []string       // WithModels: the models served from a repository (nil: all)
+	service   serviceOptions // FromService's
 }
 
 // WithLibrary names the libonnxruntime shared library (else $DWCP_ONNXRUNTIME_LIB, else a .venv's).
@@ -88,6 +90,7 @@ type Runtime struct {
 	closed    atomic.Bool
 	stop      chan struct{}
 	done      chan struct{}
+	stopSync  func() // FromService's: ends the sync (and closes a connection it made); nil otherwise
 }
 
 type refusedVersion struct {
@@ -126,9 +129,14 @@ func Open(path string, opts ...Option) (*Runtime, error) {
 	r := &Runtime{repo: loc.Repository, sources: map[string]string{}, only: loc.Version, opts: o,
 		refused: map[[2]string]refusedVersion{}, policyErr: map[string]string{}, stop: make(chan struct{}),
 		done: make(chan struct{})}
+	if err := knownModels(o.models); err != nil {
+		return nil, err
+	}
 	if loc.Model == "" {
 		for _, m := range Models {
-			r.sources[m] = filepath.Join(loc.Repository, m)
+			if len(o.models) == 0 || slices.Contains(o.models, m) {
+				r.sources[m] = filepath.Join(loc.Repository, m)
+			}
 		}
 	} else {
 		dir := filepath.Join(loc.Repository, loc.Model)
@@ -196,6 +204,9 @@ func (r *Runtime) Close() error {
 	}
 	close(r.stop)
 	<-r.done
+	if r.stopSync != nil {
+		r.stopSync()
+	}
 	r.scanMu.Lock()
 	defer r.scanMu.Unlock()
 	old := r.snap.Swap(&snapshot{models: map[string]*modelEntry{}})

@@ -169,6 +169,14 @@ func WithFallback(f Fallback) Option { return func(cs *CompressionSelector) { cs
 // nothing and returns no error (DWCP's signature): LocalError says why it could not.
 func WithModelPath(path string) Option { return func(cs *CompressionSelector) { cs.modelPath = path } }
 
+// WithLocalCache runs the service's compression_selector versions in-process: synced from the service the
+// selector asks (WithClientOptions' target, $DWCP_INFERENCE_TARGET or 127.0.0.1:50051) into dir, they answer
+// first, the service second, DWCP's rule last, following the service's promotes and splits. The local runtime
+// must be registered (import the embedded package); LocalError says why it could not open. The constructor
+// waits a few seconds at most for the first sync (LocalConfig.SyncWait); until the model is in dir the service
+// answers; while the service is down the cache answers, also after a restart. It replaces WithModelPath.
+func WithLocalCache(dir string) Option { return func(cs *CompressionSelector) { cs.cacheDir = dir } }
+
 // WithLocalConfig passes settings (the libonnxruntime path) to the local runtime.
 func WithLocalConfig(cfg inference.LocalConfig) Option {
 	return func(cs *CompressionSelector) { cs.localCfg = cfg }
@@ -200,6 +208,7 @@ type CompressionSelector struct {
 	owned      bool
 	clientOpts []inference.Option
 	modelPath  string
+	cacheDir   string
 	localCfg   inference.LocalConfig
 	local      inference.LocalRuntime
 	localErr   error
@@ -232,14 +241,6 @@ func NewCompressionSelector(mode NetworkMode, config *SelectorConfig, opts ...Op
 		cs.metrics = inference.NewChainMetrics()
 	}
 	providers := []inference.Provider{{Source: inference.SourceRule, Answerer: selectorRule{cs: cs}}}
-	if cs.modelPath != "" {
-		if rt, err := inference.OpenLocal(cs.modelPath, cs.localCfg); err != nil {
-			cs.localErr = err
-		} else {
-			cs.local = rt
-			providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: rt})
-		}
-	}
 	if cs.client == nil {
 		target := "127.0.0.1:50051"
 		if t := os.Getenv(TargetEnv); t != "" {
@@ -247,6 +248,19 @@ func NewCompressionSelector(mode NetworkMode, config *SelectorConfig, opts ...Op
 		}
 		if c, err := inference.New(append([]inference.Option{inference.WithTarget(target)}, cs.clientOpts...)...); err == nil {
 			cs.client, cs.owned = c, true
+		}
+	}
+	localPath, localCfg := cs.modelPath, cs.localCfg
+	if cs.cacheDir != "" && cs.client != nil {
+		localPath = cs.cacheDir
+		localCfg = localCfg.SyncedFrom(cs.client.Target(), cs.clientOpts, cs.cacheDir, "compression_selector")
+	}
+	if localPath != "" {
+		if rt, err := inference.OpenLocal(localPath, localCfg); err != nil {
+			cs.localErr = err
+		} else {
+			cs.local = rt
+			providers = append(providers, inference.Provider{Source: inference.SourceEmbedded, Answerer: rt})
 		}
 	}
 	if cs.client != nil {
@@ -264,7 +278,7 @@ func NewCompressionSelector(mode NetworkMode, config *SelectorConfig, opts ...Op
 	return cs
 }
 
-// LocalError is why WithModelPath's model could not be opened (nil when it was, or none was asked).
+// LocalError is why WithModelPath's model or WithLocalCache's runtime could not be opened (nil when it was, or none was asked).
 func (cs *CompressionSelector) LocalError() error { return cs.localErr }
 
 // Sources lists the sources asked for each payload, in order.

@@ -60,6 +60,18 @@ const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 // UNAVAILABLE (after retries), not New.
 func New(opts ...Option) (Client, error) {
 	cfg := newConfig(opts)
+	conn, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &client{raw: pb.NewInferenceServiceClient(conn), conn: conn, cfg: cfg, throttle: newThrottle(cfg)}, nil
+}
+
+// Dial returns a connection made with the client's settings (target, TLS, keepalive, balancing, dial options),
+// for the server's other services, such as ModelDistribution (package modelsync). The caller closes it.
+func Dial(opts ...Option) (*grpc.ClientConn, error) { return dial(newConfig(opts)) }
+
+func dial(cfg Config) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -69,11 +81,7 @@ func New(opts ...Option) (Client, error) {
 		grpc.WithDefaultServiceConfig(roundRobin),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTime / 3}),
 	}, cfg.DialOptions...)
-	conn, err := grpc.NewClient(cfg.Target, dial...)
-	if err != nil {
-		return nil, err
-	}
-	return &client{raw: pb.NewInferenceServiceClient(conn), conn: conn, cfg: cfg, throttle: newThrottle(cfg)}, nil
+	return grpc.NewClient(cfg.Target, dial...)
 }
 
 // NewFromClient wraps a generated client (a fake in tests, or a connection the caller manages). Its CheckHealth

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // LocalRuntime is a model runtime in this process (the embedded package's Runtime): an Answerer to Close.
@@ -19,6 +20,30 @@ type LocalRuntime interface {
 type LocalConfig struct {
 	// Library is the libonnxruntime shared library to load; empty lets the runtime find one.
 	Library string
+
+	// CacheDir and Target, both set, make the local runtime a copy of the service's versions
+	// (embedded.FromService): Models are synced from the service at Target (dialled with ClientOptions: TLS...)
+	// into CacheDir and run in-process from there, following the service's new versions, labels and splits;
+	// the path given to the opener is CacheDir. The runtime waits up to SyncWait (0: 5 s) for
+	// the first sync, then serves what the cache holds (nothing yet answers ErrNotLoaded: the chain asks the
+	// service) and loads the rest as it arrives. A cache left by an earlier run serves at once when the service
+	// is unreachable.
+	CacheDir      string
+	Target        string
+	ClientOptions []Option
+	Models        []string // model names to sync; empty: every model
+	SyncWait      time.Duration
+}
+
+// FromService reports whether the config asks for a runtime synced from a service (CacheDir and Target set).
+func (c LocalConfig) FromService() bool { return c.CacheDir != "" && c.Target != "" }
+
+// SyncedFrom is c asking for model synced from the service at target into cacheDir (the drop-ins'
+// WithLocalCache): clientOpts (TLS...) come before c's own ClientOptions.
+func (c LocalConfig) SyncedFrom(target string, clientOpts []Option, cacheDir, model string) LocalConfig {
+	c.CacheDir, c.Target, c.Models = cacheDir, target, []string{model}
+	c.ClientOptions = append(append([]Option(nil), clientOpts...), c.ClientOptions...)
+	return c
 }
 
 // LocalOpener opens a local runtime on path: a model repository directory in our layout, a model's directory

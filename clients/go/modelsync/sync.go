@@ -23,6 +23,9 @@ const (
 	Removed       EventKind = "removed"        // a version the server no longer loads was removed
 	PolicyWritten EventKind = "policy_written" // the model's policy.json changed (labels, split, history)
 	Disconnected  EventKind = "disconnected"   // the watch ended or a version could not be installed; retrying
+	// Synced: the directory holds the server's state as of one watch message (the first after each connect is
+	// the whole state); sent after the Installed, PolicyWritten and Removed events it caused.
+	Synced EventKind = "synced"
 )
 
 // Event is one thing Sync did, given to the function of WithEvents.
@@ -79,7 +82,7 @@ func Sync(ctx context.Context, conn grpc.ClientConnInterface, dir string, opts .
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	removeLeftovers(dir)
+	removeLeftovers(dir, o.models)
 	s := &syncer{conn: conn, dir: dir, o: o, verified: map[string]string{}}
 	backoff := o.minBackoff
 	for {
@@ -131,6 +134,7 @@ func (s *syncer) watch(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 		progressed = true
+		s.o.onEvent(Event{Kind: Synced})
 	}
 }
 
@@ -208,12 +212,23 @@ func (s *syncer) prune(model, modelDir string, wanted map[string]bool) error {
 	return nil
 }
 
-// removeLeftovers deletes what an interrupted run left behind: half-fetched, replaced or removed versions.
-func removeLeftovers(dir string) {
+// removeLeftovers deletes what an interrupted run left behind: half-fetched, replaced or removed versions, of
+// the models synced (every model when none is named), so that a Sync of other models into the same directory
+// keeps its downloads under way.
+func removeLeftovers(dir string, models []string) {
+	modelDirs := []string{"*"}
+	if len(models) > 0 {
+		modelDirs = models
+	}
 	for _, pattern := range []string{stagingPrefix + "*", ".replaced-*", ".removed-*", ".policy-*"} {
-		matches, _ := filepath.Glob(filepath.Join(dir, "*", pattern))
-		for _, m := range matches {
-			os.RemoveAll(m)
+		for _, model := range modelDirs {
+			if model != "*" && !plainName(model) {
+				continue
+			}
+			matches, _ := filepath.Glob(filepath.Join(dir, model, pattern))
+			for _, m := range matches {
+				os.RemoveAll(m)
+			}
 		}
 	}
 }

@@ -31,6 +31,7 @@ type options struct {
 	order      []inference.Source
 	metrics    *inference.ChainMetrics
 	local      inference.LocalConfig
+	cacheDir   string
 }
 
 // WithClient makes the detector use c (the caller keeps owning it).
@@ -48,6 +49,14 @@ func WithSourceOrder(order ...inference.Source) Option {
 
 // WithChainMetrics counts answers and fallbacks into m (shared between drop-ins, registered once).
 func WithChainMetrics(m *inference.ChainMetrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithLocalCache runs the service's reliability_detector versions in-process: synced from the service
+// (WithClient's, inference.WithTarget among the options, a target modelPath, $DWCP_INFERENCE_TARGET or
+// 127.0.0.1:50051) into dir, they answer first, the service second, DWCP's rule last, following the service's
+// promotes. The local runtime must be registered (import the embedded package). The constructor waits a few
+// seconds at most for the first sync; the cache answers while the service is down, also after a restart. It
+// replaces a modelPath on disk.
+func WithLocalCache(dir string) Option { return func(o *options) { o.cacheDir = dir } }
 
 // WithLocalConfig passes settings (the libonnxruntime path) to the local runtime.
 func WithLocalConfig(cfg inference.LocalConfig) Option { return func(o *options) { o.local = cfg } }
@@ -67,7 +76,7 @@ func detectorFor(modelPath string, opts []Option) (*InferenceDetector, error) {
 		opt(&o)
 	}
 	var local inference.LocalRuntime
-	if modelPath != "" && !isTarget(modelPath) {
+	if modelPath != "" && !isTarget(modelPath) && o.cacheDir == "" {
 		if _, err := os.Stat(modelPath); err == nil {
 			if local, err = inference.OpenLocal(modelPath, o.local); err != nil {
 				return nil, fmt.Errorf("monitoring: %w", err)
@@ -97,10 +106,21 @@ func detectorFor(modelPath string, opts []Option) (*InferenceDetector, error) {
 			client = c
 		}
 	}
+	if o.cacheDir != "" && client != nil {
+		cfg := o.local.SyncedFrom(client.Target(), o.clientOpts, o.cacheDir, "reliability_detector")
+		var err error
+		if local, err = inference.OpenLocal(o.cacheDir, cfg); err != nil {
+			if client != o.client {
+				client.Close()
+			}
+			return nil, fmt.Errorf("monitoring: %w", err)
+		}
+	}
 	d, err := newInferenceDetector(client, local, o.order, o.metrics)
 	if err != nil {
 		return nil, fmt.Errorf("monitoring: %w", err)
 	}
+	d.ownedClient = client != nil && client != o.client
 	return d, nil
 }
 

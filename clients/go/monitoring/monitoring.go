@@ -115,9 +115,10 @@ var unmeasured = []string{"timeout_rate", "latency_p99_ms", "sla_violations", "c
 // doubles), and every Anomaly says which were not measured (Context["unmeasured_fields"], Context["imputed"]).
 // Callers with the full node metrics use DetectNode. Context["source"] says what judged.
 type InferenceDetector struct {
-	client inference.Client
-	chain  *inference.Chain
-	local  inference.LocalRuntime
+	client      inference.Client
+	ownedClient bool // made by the constructor (closed by Close), not the caller's
+	chain       *inference.Chain
+	local       inference.LocalRuntime
 	// Fallback, when set, is the rule that answers when no model can (default a ThresholdDetector); its
 	// anomalies' ModelType starts with "fallback:".
 	Fallback  Detector
@@ -156,6 +157,20 @@ func newInferenceDetector(client inference.Client, local inference.LocalRuntime,
 
 // Name identifies the detector.
 func (d *InferenceDetector) Name() string { return "inference:reliability_detector" }
+
+// Close releases what the constructor opened: the in-process runtime (and its sync, WithLocalCache) and the
+// client it made; a client given by the caller stays open. An addition to DWCP's API (its detectors hold
+// nothing to release); a detector used for the life of the process need not be closed.
+func (d *InferenceDetector) Close() error {
+	var errs []error
+	if d.local != nil {
+		errs = append(errs, d.local.Close())
+	}
+	if d.ownedClient && d.client != nil {
+		errs = append(errs, d.client.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // Train fits the fallback, if any, and returns ErrTrainedOffline (with the fallback's error, if it failed):
 // the service's model is not trained here.

@@ -24,6 +24,7 @@ type options struct {
 	order       []inference.Source // nil: inference.DefaultOrder
 	metrics     *inference.ChainMetrics
 	local       inference.LocalConfig
+	cacheDir    string
 }
 
 // WithClient makes the predictor use c (the caller keeps owning it: Close does not close it).
@@ -65,6 +66,14 @@ func WithChainMetrics(m *inference.ChainMetrics) Option { return func(o *options
 
 // WithLocalConfig passes settings (the libonnxruntime path) to the local runtime that opens a model path.
 func WithLocalConfig(cfg inference.LocalConfig) Option { return func(o *options) { o.local = cfg } }
+
+// WithLocalCache runs the service's bandwidth_predictor versions in-process: they are synced from the service
+// (WithTarget, a target modelPath, $DWCP_INFERENCE_TARGET or 127.0.0.1:50051) into dir and answer first, the
+// service second, DWCP's rule last; new versions, promotes and splits on the service follow within a sync. The
+// local runtime must be registered (import _ ".../clients/go/embedded"). The constructor waits a few seconds
+// at most for the first sync (LocalConfig.SyncWait); until the model is in dir, the service answers. While the
+// service is down the cache answers, also after a restart. It replaces a modelPath on disk.
+func WithLocalCache(dir string) Option { return func(o *options) { o.cacheDir = dir } }
 
 func newOptions(opts []Option) options {
 	var o options

@@ -245,6 +245,8 @@ func (p *LSTMPredictor) Records() []PredictionRecord {
 //   - a modelPath that does not exist and is no target (DWCP's "/models/bandwidth_lstm.onnx" left in a
 //     caller's code) is an error unless a service is named; then the service answers alone.
 //   - neither: the service at 127.0.0.1:50051.
+//   - WithLocalCache(dir): the service's versions, synced into dir, run in-process before the service (a
+//     modelPath on disk is then not opened).
 //
 // DWCP's rule answers last (SetFallback); WithSourceOrder changes the order.
 func (p *LSTMPredictor) ReloadModel(modelPath string) error {
@@ -290,8 +292,8 @@ func (p *LSTMPredictor) open(modelPath string) (s sources, err error) {
 	}()
 	o := p.opts
 	target := o.namedTarget(modelPath)
-	serviceNamed := o.client != nil || target != ""
-	if modelPath != "" && !isTarget(modelPath) {
+	serviceNamed := o.client != nil || target != "" || o.cacheDir != ""
+	if modelPath != "" && !isTarget(modelPath) && o.cacheDir == "" {
 		if _, statErr := os.Stat(modelPath); statErr == nil {
 			if s.local, err = inference.OpenLocal(modelPath, o.local); err != nil {
 				return s, fmt.Errorf("prediction: %w", err)
@@ -313,6 +315,12 @@ func (p *LSTMPredictor) open(modelPath string) (s sources, err error) {
 			return s, err
 		}
 		s.owned = true
+	}
+	if o.cacheDir != "" {
+		cfg := o.local.SyncedFrom(s.client.Target(), o.clientOpts, o.cacheDir, "bandwidth_predictor")
+		if s.local, err = inference.OpenLocal(o.cacheDir, cfg); err != nil {
+			return s, fmt.Errorf("prediction: %w", err)
+		}
 	}
 	if s.client != nil && s.local == nil {
 		if err = s.client.CheckHealth(context.Background(), "bandwidth_predictor"); err != nil {
