@@ -27,7 +27,7 @@ from dwcp_inference import MODEL_KINDS, metadata
 from dwcp_inference.api import distribution_pb2 as dpb
 from dwcp_inference.api import inference_pb2 as pb
 
-from .errors import InferenceError, InvalidInput, ModelNotFound
+from .errors import InferenceError, InvalidInput, ModelNotFound, shown
 from .metrics import Metrics
 from .repository import Repository
 from .runtime import ModelRuntime
@@ -43,6 +43,9 @@ VERSION_FILES = (metadata.METADATA_FILE, metadata.MODEL_FILE)
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # How long shutdown waits for watches to take their UNAVAILABLE before cutting them.
 CLOSE_SECONDS = 2.0
+# A GetModel whose client takes no chunk for this long is cut, and its place among the calls admitted freed: a
+# client that opens streams and never reads would otherwise hold --max-concurrent-rpcs places for ever.
+STALL_SECONDS = 30.0
 
 
 class VersionGone(InferenceError):
@@ -75,6 +78,7 @@ class ModelDistribution:
         self._watchers: set[_Watcher] = set()
         self._state: dict[str, dpb.ModelState] = {}
         self._closing = False
+        self._files = _SharedFiles()
         self.open_watches = Gauge("dwcp_inference_open_watches", "WatchModels streams open now.",
                                   registry=metrics.registry)
 
@@ -112,19 +116,21 @@ class ModelDistribution:
 
     async def GetModel(self, request: dpb.GetModelRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[dpb.ModelFileChunk]:
-        code, admitted = grpc.StatusCode.OK, False
+        code, slot, watchdog, files = grpc.StatusCode.OK, None, None, None
         try:
             if not self.admission.enter():
                 raise TooManyCalls(f"GetModel: the server is at its limit of {self.admission.limit} calls at once; "
                                    f"retry later")
-            admitted = True
+            slot = _Slot(self.admission)
             rt = self._resolve(request)
-            files = await asyncio.to_thread(read_version, rt)
+            files = await self._files.acquire(rt)
+            watchdog = _Watchdog(self._loop, STALL_SECONDS, asyncio.current_task(), slot, rt, context)
             yield dpb.ModelFileChunk(manifest=dpb.VersionManifest(
                 model=pb.ModelRef(name=rt.name, version=rt.version),
                 files=[dpb.VersionFile(name=f.name, size=len(f.data), sha256=f.sha256) for f in files]))
             for f in files:
                 for offset in range(0, max(len(f.data), 1), self.chunk_bytes):
+                    watchdog.reset()  # the client took the last chunk
                     if not self._still_loaded(rt):
                         raise VersionGone(f"{rt.name} version {rt.version} was unloaded while it streamed; retry "
                                           f"(the watch tells what is loaded now)")
@@ -133,16 +139,20 @@ class ModelDistribution:
         except InferenceError as e:
             code = e.code
             await context.abort(code, str(e))
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away
-            code = grpc.StatusCode.CANCELLED
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away, or stopped reading (the watchdog)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if watchdog and watchdog.fired else grpc.StatusCode.CANCELLED
             raise
         except Exception:
             log.exception("GetModel failed")
             code = grpc.StatusCode.INTERNAL
             await context.abort(code, "GetModel: internal error, see the server log")
         finally:
-            if admitted:
-                self.admission.leave()
+            if watchdog is not None:
+                watchdog.cancel()
+            if files is not None:
+                self._files.release(rt)
+            if slot is not None:
+                slot.release()
             self._count("GetModel", code)
 
     async def WatchModels(self, request: dpb.WatchModelsRequest, context: grpc.aio.ServicerContext
@@ -189,16 +199,22 @@ class ModelDistribution:
     def _resolve(self, request: dpb.GetModelRequest) -> ModelRuntime:
         if not request.model:
             raise InvalidInput("model: required, expected one of " + str(list(MODEL_KINDS)))
+        if request.model not in MODEL_KINDS:  # not echoed whole: a huge name would not fit in the status
+            raise ModelNotFound(f"model: unknown model {shown(request.model)}, expected one of {list(MODEL_KINDS)}")
         version, label = request.selector.version, request.selector.label
         if version and label:
             raise InvalidInput("selector: give a version or a label, not both")
-        if version and not (version.isascii() and version.isdigit()):
-            raise InvalidInput(f"selector.version: expected a version of digits such as \"3\", got {version!r}")
+        if version and not (version.isascii() and version.isdigit() and len(version) <= 20):
+            raise InvalidInput(f"selector.version: expected a version of digits such as \"3\" (at most 20), got "
+                               f"{shown(version)}")
         if label and not _LABEL.match(label):
             raise InvalidInput(f"selector.label: expected letters, digits, '_', '.' or '-' (at most 64), "
-                               f"got {label!r}")
+                               f"got {shown(label)}")
         try:
             return self.repo.get(request.model, version, label)
+        except InferenceError as e:  # the repository names the typed API's fields
+            raise type(e)(str(e).replace("model.version:", "selector.version:").replace(
+                "model.label:", "selector.label:")) from None
         except KeyError:  # a label the policy does not define (the repository's own lookup)
             raise ModelNotFound(f"selector.label: {request.model} has no label {label!r} on a loaded version") \
                 from None
@@ -231,6 +247,80 @@ class _Watcher:
         self.wake.set()
 
 
+class _Slot:
+    """One admitted GetModel's place: given back once, by the stream's end or by its watchdog."""
+
+    def __init__(self, admission: Admission):
+        self.admission, self.held = admission, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.admission.leave()
+
+
+class _Watchdog:
+    """Cuts a GetModel (cancels its task, frees its place) when its client takes no chunk for `seconds`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, task: asyncio.Task | None, slot: _Slot,
+                 rt: ModelRuntime, context: grpc.aio.ServicerContext):
+        self.loop, self.seconds, self.task, self.slot, self.rt = loop, seconds, task, slot, rt
+        self.context = context
+        self.fired = False
+        self._timer = loop.call_later(seconds, self._fire)
+
+    def reset(self) -> None:
+        self._timer.cancel()
+        self._timer = self.loop.call_later(self.seconds, self._fire)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired = True
+        log.warning("GetModel %s version %s: the client took no data for %.0f s; stream cut", self.rt.name,
+                    self.rt.version, self.seconds)
+        self.slot.release()
+        asyncio.ensure_future(self._abort())
+
+    async def _abort(self) -> None:
+        try:
+            await self.context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"GetModel: no data taken for "
+                                     f"{self.seconds:.0f} s; stream cut")
+        except BaseException:  # the AbortError abort raises, here, outside the handler
+            pass
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _SharedFiles:
+    """The files of the versions being streamed, read once and shared by every stream of a version (on the event
+    loop, no lock): memory is a version's size per version streamed, not per stream."""
+
+    def __init__(self):
+        self._read: dict[int, tuple[ModelRuntime, asyncio.Future, int]] = {}
+
+    async def acquire(self, rt: ModelRuntime) -> list[VersionFileBytes]:
+        entry = self._read.get(id(rt))
+        if entry is None or entry[0] is not rt:
+            entry = (rt, asyncio.ensure_future(asyncio.to_thread(read_version, rt)), 0)
+        self._read[id(rt)] = (entry[0], entry[1], entry[2] + 1)
+        try:
+            return await asyncio.shield(entry[1])
+        except BaseException:
+            self.release(rt)
+            raise
+
+    def release(self, rt: ModelRuntime) -> None:
+        entry = self._read.get(id(rt))
+        if entry is None or entry[0] is not rt:
+            return
+        if entry[2] <= 1:
+            del self._read[id(rt)]
+        else:
+            self._read[id(rt)] = (entry[0], entry[1], entry[2] - 1)
+
+
 class VersionFileBytes:
     def __init__(self, name: str, data: bytes):
         self.name, self.data = name, data
@@ -258,7 +348,7 @@ def watched_models(names: Iterable[str]) -> frozenset[str] | None:
     names = list(names)
     for i, name in enumerate(names):
         if name not in MODEL_KINDS:
-            raise ModelNotFound(f"models[{i}]: unknown model {name!r}, expected some of {list(MODEL_KINDS)}")
+            raise ModelNotFound(f"models[{i}]: unknown model {shown(name)}, expected some of {list(MODEL_KINDS)}")
     return frozenset(names) or None
 
 

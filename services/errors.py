@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import grpc
 
+SHOWN_CHARS = 64  # of a caller's name or value echoed in a message: gRPC's status travels in metadata (8 KiB)
+
+
+def shown(value: str | bytes) -> str:
+    """`value` as an error message quotes it, cut to SHOWN_CHARS: an echoed megabyte name would not fit in the
+    status details, and the caller would get RESOURCE_EXHAUSTED instead of the message."""
+    text = repr(value[:SHOWN_CHARS])
+    return text if len(value) <= SHOWN_CHARS else f"{text}... ({len(value)} long)"
+
 
 class InferenceError(Exception):
     code = grpc.StatusCode.INTERNAL

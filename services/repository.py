@@ -27,7 +27,7 @@ import grpc
 from dwcp_inference import MODEL_KINDS, metadata
 
 from .batching import BatchPolicy, MicroBatcher
-from .errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady, VersionRefused
+from .errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady, VersionRefused, shown
 from .policy import Policy, PolicyError, PolicyFileInvalid, PolicyInvalid, PolicyStore, validate
 from .runtime import ModelRuntime
 
@@ -233,7 +233,7 @@ class Repository:
     def get(self, model: str, version: str = "", label: str = "") -> ModelRuntime:
         """The version that answers: the one named, the one a label names, or the policy's choice."""
         if model not in MODEL_KINDS:
-            raise ModelNotFound(f"model: unknown model {model!r}, expected one of {list(MODEL_KINDS)}")
+            raise ModelNotFound(f"model: unknown model {shown(model)}, expected one of {list(MODEL_KINDS)}")
         with self._lock:
             entry = self._models.get(model)
         if entry is None or not entry.versions:
@@ -241,13 +241,13 @@ class Repository:
         versions, policy = entry.versions, entry.policy
         if version:
             if version not in versions:
-                raise ModelNotFound(f"model.version: {model} has no loaded version {version!r}, "
+                raise ModelNotFound(f"model.version: {model} has no loaded version {shown(version)}, "
                                     f"loaded: {sorted(versions, key=int)}")
             return versions[version]
         if label and label != "latest":
             target = policy.labels.get(label)
             if target is None or target not in versions:
-                raise ModelNotFound(f"model.label: {model} has no label {label!r} on a loaded version "
+                raise ModelNotFound(f"model.label: {model} has no label {shown(label)} on a loaded version "
                                     f"(labels: {policy.labels})")
             return versions[target]
         if label == "latest":  # the newest loaded version, whatever the policy's labels say
@@ -315,7 +315,7 @@ class Repository:
         the validation refuses (InvalidInput) or the write fails (PolicyNotWritable, FAILED_PRECONDITION); when
         the reload after the write fails, the file is put back as it was."""
         if model not in MODEL_KINDS:
-            raise ModelNotFound(f"model: unknown model {model!r}, expected one of {list(MODEL_KINDS)}")
+            raise ModelNotFound(f"model: unknown model {shown(model)}, expected one of {list(MODEL_KINDS)}")
         if not (self.root / model).is_dir():
             raise ModelNotFound(f"model: {model} has no directory in the repository")
         with self._reload_lock:

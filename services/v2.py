@@ -22,7 +22,7 @@ from dwcp_inference import MODEL_KINDS, __version__
 from dwcp_inference.api import grpc_predict_v2_pb2 as v2
 from dwcp_inference.api import inference_pb2 as pb
 
-from .errors import InferenceError, InvalidInput, ModelNotFound
+from .errors import InferenceError, InvalidInput, ModelNotFound, shown
 from .metrics import Metrics
 from .repository import Repository
 from .transport import Admission, SharedHealth, threaded_handler
@@ -59,9 +59,18 @@ class _TypedContext:
         return getattr(self._outer, name)
 
 
+MAX_DETAILS = 2048  # characters of a status message: it travels in metadata, 8 KiB at most by default
+
+
+def _details(message: str) -> str:
+    """A status message that fits in the trailers (one echoing a huge version or name would not arrive at all: the
+    client would see RESOURCE_EXHAUSTED about metadata instead)."""
+    return message if len(message) <= MAX_DETAILS else message[:MAX_DETAILS] + "..."
+
+
 def _selection_message(e: InferenceError) -> str:
     """A version or label refusal, named as V2 names them."""
-    return str(e).replace("model.version:", "model_version:").replace(
+    return _details(str(e)).replace("model.version:", "model_version:").replace(
         "model.label:", f"parameters[{LABEL_PARAMETER!r}]:")
 
 
@@ -90,7 +99,7 @@ class V2Servicer:
             form, rt, typed_request, samples, wanted = self._typed_request(request)
         except InferenceError as e:  # refused before the typed call: counted here (after it, as the typed RPC)
             self.metrics.child(self.metrics.requests, "ModelInfer", e.code.name).inc()
-            context.abort(e.code, str(e))
+            context.abort(e.code, _details(str(e)))
         except Exception:
             log.exception("ModelInfer failed")
             self.metrics.child(self.metrics.requests, "ModelInfer", grpc.StatusCode.INTERNAL.name).inc()
@@ -101,7 +110,7 @@ class V2Servicer:
             details = e.details
             if e.code == grpc.StatusCode.INVALID_ARGUMENT:
                 details = form.translate(details, rt.meta, samples)
-            context.abort(e.code, details)
+            context.abort(e.code, _details(details))
         try:
             if isinstance(response, bytes):  # a typed servicer answering serialized bytes
                 response = getattr(pb, type(typed_request).__name__.replace("Request", "Response")).FromString(
@@ -120,7 +129,7 @@ class V2Servicer:
             raise InvalidInput("request: the bytes are not a serialized inference.ModelInferRequest")
         form = FORMS.get(request.model_name)
         if form is None:
-            raise ModelNotFound(f"model_name: unknown model {request.model_name!r}, expected one of "
+            raise ModelNotFound(f"model_name: unknown model {shown(request.model_name)}, expected one of "
                                 f"{list(MODEL_KINDS)}")
         label = ""
         if LABEL_PARAMETER in request.parameters:
@@ -132,14 +141,14 @@ class V2Servicer:
             rt = self.repo.get(form.model, request.model_version, label)
         except InferenceError as e:
             raise type(e)(_selection_message(e)) from None
-        cols = form.columns(rt.meta, decode_inputs(request))
+        cols = form.columns(rt.meta, decode_inputs(request, self.typed.max_batch))
         outputs = {t.name: t for t in form.outputs(rt.meta)}
         wanted = list(outputs.values())
         if request.outputs:
             wanted = []
             for k, o in enumerate(request.outputs):
                 if o.name not in outputs:
-                    raise InvalidInput(f"outputs[{k}]: {o.name!r} is not an output of {form.model}; expected some "
+                    raise InvalidInput(f"outputs[{k}]: {shown(o.name)} is not an output of {form.model}; expected some "
                                        f"of {list(outputs)}")
                 wanted.append(outputs[o.name])
         first = next(iter(cols.values()))
@@ -167,7 +176,7 @@ class V2Servicer:
     async def ModelMetadata(self, request: v2.ModelMetadataRequest, context: Any) -> v2.ModelMetadataResponse:
         form = FORMS.get(request.name)
         if form is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"name: unknown model {request.name!r}, expected one "
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"name: unknown model {shown(request.name)}, expected one "
                                                            f"of {list(MODEL_KINDS)}")
         try:
             rt = self.repo.get(form.model, request.version)

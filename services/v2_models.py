@@ -13,7 +13,7 @@ import numpy as np
 
 from dwcp_inference.api import inference_pb2 as pb
 
-from .errors import InvalidInput
+from .errors import InvalidInput, shown
 
 CUSTOM = "custom."  # a raw field custom.<name> travels in the typed message's `custom` map
 LABEL_PARAMETER = "label"  # ModelInferRequest.parameters["label"]: a version label (stable, canary, ...)
@@ -100,7 +100,7 @@ class ModelForm:
         specs = {t.name: t for t in self.inputs(meta)}
         for name in tensors:
             if name not in specs:
-                raise InvalidInput(f"input {name!r}: not an input of {self.model} v{meta.version}; expected some "
+                raise InvalidInput(f"input {shown(name)}: not an input of {self.model} v{meta.version}; expected some "
                                    f"of {list(specs)}")
         cols, first = {}, None
         for spec in specs.values():
@@ -271,7 +271,8 @@ class Compression(ModelForm):
         queries = []
         for i, link_type in enumerate(cols["link_type"].tolist()):
             if link_type not in vocabulary:
-                raise InvalidInput(f"input 'link_type'[{i}]: expected one of {list(vocabulary)}, got {link_type!r}")
+                raise InvalidInput(f"input 'link_type'[{i}]: expected one of {list(vocabulary)}, got "
+                                   f"{shown(link_type)}")
             payload = pb.PayloadTraits(size_bytes=int(cols["size_bytes"][i]))
             if "payload_sample" in cols:
                 payload.sample = cols["payload_sample"][i]

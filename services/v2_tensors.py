@@ -14,7 +14,10 @@ import numpy as np
 
 from dwcp_inference.api import grpc_predict_v2_pb2 as v2
 
-from .errors import InvalidInput
+from .errors import InvalidInput, shown
+
+MAX_RANK = 8  # dimensions of an input tensor (ours have 1 or 2); numpy holds at most 64
+
 
 # datatype -> (numpy dtype of its raw form, its field in InferTensorContents)
 DATATYPES = {
@@ -28,22 +31,29 @@ DATATYPES = {
 }
 
 
-def decode_inputs(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
-    """Each input tensor by name, shaped as declared (BYTES as an object array of bytes)."""
+def decode_inputs(request: v2.ModelInferRequest, max_batch: int) -> dict[str, np.ndarray]:
+    """Each input tensor by name, shaped as declared (BYTES as an object array of bytes). The batch (the first
+    dimension) is bounded before anything is decoded or built: a tensor with no elements costs no bytes, so
+    [10**9, 0] would otherwise become a billion typed items."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(f"raw_input_contents: expected one entry per input ({len(request.inputs)}), "
                            f"got {len(raw)}")
     tensors: dict[str, np.ndarray] = {}
     for k, t in enumerate(request.inputs):
-        where = f"input {t.name!r}"
+        where = f"input {shown(t.name)}"
         if t.name in tensors:
             raise InvalidInput(f"{where}: given twice (inputs[{k}])")
         if t.datatype not in DATATYPES:
-            raise InvalidInput(f"{where}: datatype {t.datatype!r} is not one of {list(DATATYPES)}")
+            raise InvalidInput(f"{where}: datatype {shown(t.datatype)} is not one of {list(DATATYPES)}")
+        if len(t.shape) > MAX_RANK:
+            raise InvalidInput(f"{where}: shape has {len(t.shape)} dimensions, expected at most {MAX_RANK}")
         shape = list(t.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"{where}: shape {shape} has a negative dimension")
+        if shape and not 0 < shape[0] <= max_batch:
+            raise InvalidInput(f"{where} (the first dimension): expected " + (
+                "at least one item, got none" if shape[0] == 0 else f"at most {max_batch} items, got {shape[0]}"))
         count = math.prod(shape)
         dtype, field = DATATYPES[t.datatype]
         if raw:
@@ -56,8 +66,12 @@ def decode_inputs(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
             items = getattr(t.contents, field)
             values = np.array(list(items), dtype=object) if dtype is None else np.asarray(items, dtype=dtype)
         if len(values) != count:
-            raise InvalidInput(f"{where}: shape {shape} holds {count} elements, got {len(values)}")
-        tensors[t.name] = values.reshape(shape)
+            raise InvalidInput(f"{where}: shape {shape} holds {count} elements, got {len(values)}"
+                               + ("" if raw else f" in contents.{field} (where {t.datatype} travels)"))
+        try:
+            tensors[t.name] = values.reshape(shape)
+        except ValueError:  # no elements, but a dimension too large for an array ([0, 2**62])
+            raise InvalidInput(f"{where}: shape {shape} is too large") from None
     return tensors
 
 
@@ -69,6 +83,8 @@ def _from_raw(data: bytes, dtype: str | None, count: int, where: str) -> np.ndar
         return np.frombuffer(data, dtype=dtype)
     items, at = [], 0
     while at < len(data):
+        if len(items) == count:
+            raise InvalidInput(f"{where}: raw BYTES hold more than the shape's {count} elements")
         if at + 4 > len(data):
             raise InvalidInput(f"{where}: raw BYTES element {len(items)} is cut short (its 4-byte length)")
         (n,) = struct.unpack_from("<I", data, at)
