@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import MODEL_KINDS
 from .features import Feature, RawField, Target
@@ -64,6 +67,10 @@ class ModelMetadata:
     # False (the default, and every version exported before): `inputs` is the one feature matrix.
     features_in_graph: bool = False
     feature_output: str = ""
+    # What a caller that cannot measure a raw field sends in its place, and how the value was derived:
+    # {field: {"value": float, "how": "median of the training data's normal rows"}}. Optional: versions
+    # exported before it have none (the Go drop-ins then say "not imputed: no metadata").
+    imputation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
@@ -90,6 +97,7 @@ class ModelMetadata:
             "tolerance": self.tolerance,
             "test_vectors": self.test_vectors,
             **({"features_in_graph": True, "feature_output": self.feature_output} if self.features_in_graph else {}),
+            **({"imputation": self.imputation} if self.imputation else {}),
         }
 
     @classmethod
@@ -114,6 +122,7 @@ class ModelMetadata:
                 test_vectors=list(d.get("test_vectors", [])), tolerance=float(d.get("tolerance", 1e-4)),
                 features_in_graph=bool(d.get("features_in_graph", False)),
                 feature_output=str(d.get("feature_output", "")),
+                imputation=dict(d.get("imputation", {})),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MetadataError(f"invalid metadata: {type(e).__name__}: {e}") from e
@@ -130,7 +139,45 @@ class ModelMetadata:
             if undeclared or not meta.feature_output:
                 raise MetadataError(f"features_in_graph: inputs must be raw fields (not {undeclared}) and "
                                     f"feature_output must name the features output (got {meta.feature_output!r})")
+        check_imputation(meta.imputation, meta.raw_fields)
         return meta
+
+
+def check_imputation(imputation: dict[str, Any], raw_fields: list[RawField]) -> None:
+    """Each entry names a declared numeric raw field and holds a finite value inside its range and a
+    non-empty `how`; a MetadataError names the first field that does not."""
+    declared = {f.name: f for f in raw_fields}
+    for name, entry in imputation.items():
+        where = f"imputation.{name}"
+        f = declared.get(name)
+        if f is None:
+            raise MetadataError(f"{where}: not a raw field of this model (declared: {sorted(declared)})")
+        if f.vocabulary:
+            raise MetadataError(f"{where}: a categorical field cannot be imputed with a number")
+        if not isinstance(entry, dict) or set(entry) != {"value", "how"}:
+            raise MetadataError(f"{where}: expected {{\"value\": number, \"how\": text}}, got {entry!r}")
+        value, how = entry["value"], entry["how"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MetadataError(f"{where}.value: expected a finite number, got {value!r}")
+        lo = -math.inf if f.min is None else f.min
+        hi = math.inf if f.max is None else f.max
+        if not lo <= value <= hi:
+            raise MetadataError(f"{where}.value: {value!r} is outside the field's range [{f.min}, {f.max}]")
+        if not isinstance(how, str) or not how.strip():
+            raise MetadataError(f"{where}.how: expected a description of how the value was derived, got {how!r}")
+
+
+MEDIAN_OF_NORMAL_ROWS = "median of the training data's normal rows"
+
+
+def normal_medians(columns: dict[str, Any], fields: list[str], normal: Any) -> dict[str, dict[str, Any]]:
+    """The imputation section training writes: each field's median over the training data's normal rows
+    (`normal` selects them; for windowed columns, every sample of those windows)."""
+    out = {}
+    for name in fields:
+        values = np.asarray(columns[name], dtype=np.float64)[normal]
+        out[name] = {"value": float(np.median(values)), "how": MEDIAN_OF_NORMAL_ROWS}
+    return out
 
 
 def read(version_dir: Path) -> ModelMetadata:

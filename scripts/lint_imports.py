@@ -41,8 +41,8 @@ def layout(dest: Path, root: Path = ROOT) -> Path:
 def run(dest: Path, root: Path = ROOT) -> subprocess.CompletedProcess:
     lint = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(dest)}
-    return subprocess.run([str(lint), str(root / "pyproject.toml")], cwd=dest, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([str(lint), str(root / "pyproject.toml"), "--no-cache"], cwd=dest, env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import numpy as np
 
 from dwcp_inference.contracts import CONSENSUS
 from dwcp_inference.features import fit_scaling, transform
-from dwcp_inference.metadata import ModelMetadata
+from dwcp_inference.metadata import ModelMetadata, normal_medians
 
 from .common import gate, provenance, seed_everything, take, time_split
 from .data.generators import CONSENSUS_ANOMALIES
@@ -101,7 +101,9 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
                   "rule": "high latency when the mean over features of (window MSE / normal MSE) >= threshold"},
         metrics={"test": rows, "training": summary, "report": report,
                  "targets": {"accuracy": TARGET_ACCURACY, "met": ours["accuracy"] >= TARGET_ACCURACY}},
-        training=provenance(columns, source, seed, len(y)), tolerance=1e-4)
+        training=provenance(columns, source, seed, len(y)), tolerance=1e-4,
+        imputation=normal_medians(columns, [f.name for f in RAW_FIELDS if not f.vocabulary and f.name in columns],
+                                  train_normal))
     held_out = x[te.start:te.start + 512]
     onnx_bytes = onnx_export.from_torch(scorer, held_out[:2], "window", ["score", "feature_errors"])
     score, errors = predict(scorer, held_out)

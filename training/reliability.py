@@ -12,7 +12,7 @@ import numpy as np
 
 from dwcp_inference.contracts import RELIABILITY
 from dwcp_inference.features import transform
-from dwcp_inference.metadata import ModelMetadata
+from dwcp_inference.metadata import ModelMetadata, normal_medians
 
 from .common import gate, provenance, time_split
 from .data.generators import RELIABILITY_FEATURES
@@ -92,7 +92,9 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
                  "targets": {"recall": TARGET_RECALL, "fpr": TARGET_FPR,
                              "met": served["recall"] >= TARGET_RECALL and served["fpr"] <= TARGET_FPR},
                  "report": report},
-        training=provenance(columns, source, seed, len(y)), tolerance=1e-4)
+        training=provenance(columns, source, seed, len(y)), tolerance=1e-4,
+        imputation=normal_medians(columns, [f.name for f in RAW_FIELDS if not f.vocabulary and f.name in columns],
+                                  np.flatnonzero(y[tr] == 0)))
     meta.training["torch"] = None
     held_out = x[te][:512]
     onnx_bytes = onnx_export.from_sklearn(est, x.shape[1])

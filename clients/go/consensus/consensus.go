@@ -101,8 +101,10 @@ type Anomaly struct {
 	Source inference.Source
 	// ModelVersion is "consensus_latency:<version>" when a model judged, "rule:dwcp_v3_statistical" otherwise.
 	ModelVersion string
-	// Imputed lists the model inputs the caller did not measure, sent as 0 (see ConsensusState).
-	Imputed []string
+	// Imputed lists the model inputs the caller did not measure (see ConsensusState), and Imputation what was
+	// sent for each: the value, how it was derived (the version's metadata, or NoMetadata: sent as 0), the version.
+	Imputed    []string
+	Imputation []ImputedField
 }
 
 // AlertCallback is called when an anomaly is detected (DWCP's type).

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 	"github.com/dwcp/inference/clients/go/inference"
+	"github.com/dwcp/inference/clients/go/internal/imputation"
 )
 
 // Window is the number of rounds the consensus_latency model judges at once (its metadata's window).
@@ -23,15 +25,36 @@ const ruleVersion = "rule:dwcp_v3_statistical"
 
 // ConsensusState is what the cluster's consensus layer measures besides each round's latency: the
 // consensus_latency model reads it with every round (an addition to DWCP's API; DWCP's CheckConsensusLatency
-// takes the latency alone). Nothing is made up for what is not given: until UpdateConsensusState is called the
-// model is not asked (DWCP's rule judges), and QuorumSize, ActiveNodes, LatencyP95Ms or LatencyP99Ms left 0 —
-// none of which a measurement gives as 0 — are sent as 0, as the service reads a missing value, and listed in
-// each Anomaly's Imputed. QueueDepth, ProposalsPending, ProposalsCommitted and LeaderChanges are counts for
-// which 0 is a measurement.
+// takes the latency alone). Until UpdateConsensusState is called the model is not asked (DWCP's rule judges).
+// QuorumSize, ActiveNodes, LatencyP95Ms or LatencyP99Ms left 0 — none of which a measurement gives as 0 — are
+// unmeasured: for them the detector sends what the serving version's metadata says to (its `imputation`
+// section, e.g. the median of the training data's normal rows; from the in-process runtime's version, or the
+// service's metadata.json fetched once per version), or 0 when no metadata says ("not imputed: no metadata"),
+// and each Anomaly lists them (Imputed: the names; Imputation: value, how, version). QueueDepth,
+// ProposalsPending, ProposalsCommitted and LeaderChanges are counts for which 0 is a measurement.
 type ConsensusState struct {
 	QueueDepth, ProposalsPending, ProposalsCommitted, LeaderChanges float64
 	QuorumSize, ActiveNodes                                         float64
 	LatencyP95Ms, LatencyP99Ms                                      float64
+}
+
+// ImputedField says what was sent for an unmeasured field: Value, and How it was derived (NoMetadata: sent as 0).
+type ImputedField = imputation.Imputed
+
+// NoMetadata is the How of a field sent as 0 because no version metadata said what to send.
+const NoMetadata = imputation.NoMetadata
+
+func (s *ConsensusState) set(field string, v float64) {
+	switch field {
+	case "quorum_size":
+		s.QuorumSize = v
+	case "active_nodes":
+		s.ActiveNodes = v
+	case "latency_p95_ms":
+		s.LatencyP95Ms = v
+	case "latency_p99_ms":
+		s.LatencyP99Ms = v
+	}
 }
 
 func (s ConsensusState) unmeasured() []string {
@@ -123,6 +146,7 @@ type consensusModel struct {
 	client     inference.Client
 	owned      bool
 	local      inference.LocalRuntime
+	imputer    *imputation.Imputer
 
 	mu         sync.Mutex
 	state      *ConsensusState
@@ -178,6 +202,18 @@ func newConsensusModel(ad *AnomalyDetector, o options, logger *zap.Logger) *cons
 			}
 		}
 	}
+	var dial func() (grpc.ClientConnInterface, func() error, error)
+	if m.client != nil && m.client.Target() != "" {
+		target := m.client.Target()
+		dial = func() (grpc.ClientConnInterface, func() error, error) {
+			conn, err := inference.Dial(append([]inference.Option{inference.WithTarget(target)}, o.clientOpts...)...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return conn, conn.Close, nil
+		}
+	}
+	m.imputer = imputation.New("consensus_latency", m.local, dial)
 	chainOpts := []inference.ChainOption{inference.WithChainMetrics(o.metrics)}
 	if o.order != nil {
 		chainOpts = append(chainOpts, inference.WithOrder(o.order...))
@@ -215,10 +251,25 @@ func (ad *AnomalyDetector) Metrics() *inference.ChainMetrics { return ad.model.m
 func (ad *AnomalyDetector) Sources() []inference.Source { return ad.model.chain.Sources() }
 
 func (m *consensusModel) check(latencyMs float64) *Anomaly {
+	ctx, cancel := context.WithTimeout(m.ad.ctx, 5*time.Second)
+	defer cancel()
 	m.mu.Lock()
-	chain, window, imputed := m.ruleOnly, []*pb.ConsensusSample{{LatencyP50Ms: latencyMs}}, []string(nil)
+	var state *ConsensusState
 	if m.state != nil {
-		s := m.state
+		copied := *m.state
+		state = &copied
+	}
+	m.mu.Unlock()
+	var unmeasured []string
+	var imputed []imputation.Imputed
+	if state != nil { // what the metadata says to send for the fields not measured (outside the lock: it may fetch)
+		unmeasured = state.unmeasured()
+		imputed = m.imputer.Fill(ctx, unmeasured, state.set)
+	}
+	m.mu.Lock()
+	chain, window := m.ruleOnly, []*pb.ConsensusSample{{LatencyP50Ms: latencyMs}}
+	full := false
+	if s := state; s != nil {
 		m.window = append(m.window, &pb.ConsensusSample{QueueDepth: s.QueueDepth, ProposalsPending: s.ProposalsPending,
 			ProposalsCommitted: s.ProposalsCommitted, LatencyP50Ms: latencyMs, LatencyP95Ms: s.LatencyP95Ms,
 			LatencyP99Ms: s.LatencyP99Ms, LeaderChanges: s.LeaderChanges, QuorumSize: s.QuorumSize,
@@ -228,12 +279,13 @@ func (m *consensusModel) check(latencyMs float64) *Anomaly {
 			m.window = m.window[len(m.window)-Window:]
 		}
 		if len(m.window) == Window {
-			chain, window, imputed = m.chain, append([]*pb.ConsensusSample(nil), m.window...), s.unmeasured()
+			chain, window, full = m.chain, append([]*pb.ConsensusSample(nil), m.window...), true
 		}
 	}
 	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(m.ad.ctx, 5*time.Second)
-	defer cancel()
+	if !full {
+		unmeasured, imputed = nil, nil
+	}
 	resp, source, err := chain.DetectHighLatency(ctx, &pb.DetectHighLatencyRequest{
 		Window: &pb.ConsensusWindow{Samples: window}})
 	m.mu.Lock()
@@ -242,20 +294,26 @@ func (m *consensusModel) check(latencyMs float64) *Anomaly {
 		m.sources[source]++
 	}
 	m.mu.Unlock()
+	if err == nil && source != inference.SourceRule {
+		m.imputer.Observe(resp.GetModel().GetVersion()) // the next rounds impute from the version that answers
+	}
 	if err != nil || !resp.GetVerdict().GetIsHighLatency() {
 		return nil
 	}
-	return m.anomaly(latencyMs, resp, source, imputed)
+	return m.anomaly(latencyMs, resp, source, unmeasured, imputed)
 }
 
 func (m *consensusModel) anomaly(latencyMs float64, resp *pb.DetectHighLatencyResponse, source inference.Source,
-	imputed []string) *Anomaly {
+	unmeasured []string, imputed []imputation.Imputed) *Anomaly {
 	ad, v := m.ad, resp.GetVerdict()
 	mean, sd := ad.consensusModel.stats()
 	deviation := ad.consensusModel.calculateDeviation(latencyMs)
 	a := &Anomaly{Timestamp: time.Now(), Component: "acp", Metric: "consensus_latency", Value: latencyMs,
-		Expected: mean, Deviation: deviation, Source: source, Imputed: imputed,
+		Expected: mean, Deviation: deviation, Source: source,
 		ModelVersion: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion()}
+	if source != inference.SourceRule {
+		a.Imputed, a.Imputation = unmeasured, imputed
+	}
 	if source == inference.SourceRule {
 		a.Confidence, a.Severity = ad.calculateConfidence(deviation, ad.config.ConsensusThreshold),
 			ad.calculateSeverity(deviation)
@@ -296,9 +354,11 @@ func (m *consensusModel) sourceCounts() map[string]uint64 {
 }
 
 func (m *consensusModel) close() error {
-	var err error
+	err := m.imputer.Close()
 	if m.client != nil && m.owned {
-		err = m.client.Close()
+		if e := m.client.Close(); err == nil {
+			err = e
+		}
 	}
 	if m.local != nil {
 		if e := m.local.Close(); err == nil {

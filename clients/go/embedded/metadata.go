@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/dwcp/inference/clients/go/internal/imputation"
 )
 
 const (
@@ -29,6 +31,7 @@ type metadata struct {
 	FeaturesInGraph bool               `json:"features_in_graph"`
 	FeatureOutput   string             `json:"feature_output"`
 	TestVectors     []testVector       `json:"test_vectors"`
+	Imputation      imputation.Table   `json:"imputation"` // optional: what to send for an unmeasured field
 	decisionFields  map[string]float64 // the decision's numbers, by name
 }
 

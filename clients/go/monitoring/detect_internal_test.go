@@ -42,6 +42,11 @@ func TestDetectSendsOnlyWhatTheCallerGave(t *testing.T) {
 	if u, _ := a.Context["unmeasured_fields"].([]string); len(u) != 5 || a.MetricName != "error_rate" {
 		t.Fatalf("anomaly %+v", a)
 	}
+	// This server has no ModelDistribution service: no metadata says what to send, and the answer says so.
+	imputed, _ := a.Context["imputed"].([]ImputedField)
+	if len(imputed) != 5 || imputed[1].Field != "latency_p99_ms" || imputed[1].Value != 0 || imputed[1].How != NoMetadata {
+		t.Fatalf("imputed %+v", a.Context["imputed"])
+	}
 }
 
 func TestAnomalyDetectorRunsTheServiceModel(t *testing.T) {

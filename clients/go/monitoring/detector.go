@@ -116,7 +116,7 @@ func detectorFor(modelPath string, opts []Option) (*InferenceDetector, error) {
 			return nil, fmt.Errorf("monitoring: %w", err)
 		}
 	}
-	d, err := newInferenceDetector(client, local, o.order, o.metrics)
+	d, err := newInferenceDetector(client, o.clientOpts, local, o.order, o.metrics)
 	if err != nil {
 		return nil, fmt.Errorf("monitoring: %w", err)
 	}

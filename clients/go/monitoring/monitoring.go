@@ -13,12 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 	"github.com/dwcp/inference/clients/go/inference"
+	"github.com/dwcp/inference/clients/go/internal/imputation"
 )
 
 // SeverityLevel grades an anomaly.
@@ -104,21 +106,49 @@ var ErrTrainedOffline = errors.New("monitoring: the reliability model is trained
 // unmeasured are the NodeMetrics fields the model reads that a MetricVector does not carry.
 var unmeasured = []string{"timeout_rate", "latency_p99_ms", "sla_violations", "connection_failures", "disk_io_mbps"}
 
+// ImputedField says what Detect sent for a field the MetricVector lacks: Value, and How it was derived (the
+// version's metadata, e.g. "median of the training data's normal rows", or NoMetadata when it was sent as 0).
+type ImputedField = imputation.Imputed
+
+// NoMetadata is the How of a field sent as 0 because no version metadata said what to send.
+const NoMetadata = imputation.NoMetadata
+
+// setNodeField sets one of the unmeasured fields.
+func setNodeField(n *pb.NodeMetrics, field string, v float64) {
+	switch field {
+	case "timeout_rate":
+		n.TimeoutRate = v
+	case "latency_p99_ms":
+		n.LatencyP99Ms = v
+	case "sla_violations":
+		n.SlaViolations = v
+	case "connection_failures":
+		n.ConnectionFailures = v
+	case "disk_io_mbps":
+		n.DiskIoMbps = v
+	}
+}
+
 // InferenceDetector is a Detector answered by the reliability_detector model, through an inference.Chain:
 // in-process when NewIsolationForestModel's modelPath names a model on disk and a local runtime is registered,
 // then the service, then DWCP's rule (Fallback, default a ThresholdDetector).
 //
-// Detect sends what a MetricVector carries and nothing made up: ErrorRate, Latency (as the median latency),
-// PacketLoss, CPUUsage and MemoryUsage, as fractions 0..1 where the service's NodeMetrics says so. The model
-// also reads timeout_rate, latency_p99_ms, sla_violations, connection_failures and disk_io_mbps, which a
-// MetricVector lacks: they are sent as 0, which the service cannot tell from a measured 0 (plain proto3
-// doubles), and every Anomaly says which were not measured (Context["unmeasured_fields"], Context["imputed"]).
-// Callers with the full node metrics use DetectNode. Context["source"] says what judged.
+// Detect sends what a MetricVector carries: ErrorRate, Latency (as the median latency), PacketLoss, CPUUsage
+// and MemoryUsage, as fractions 0..1 where the service's NodeMetrics says so. The model also reads
+// timeout_rate, latency_p99_ms, sla_violations, connection_failures and disk_io_mbps, which a MetricVector
+// lacks: for those it sends what the serving version's metadata says to (its `imputation` section, e.g. the
+// median of the training data's normal rows), read from the in-process runtime's version or, for the service,
+// from the version's metadata.json fetched once per version (modelsync.FetchMetadata); with neither (a version
+// exported before the section, no ModelDistribution service) it sends 0 and says "not imputed: no metadata".
+// Every model's Anomaly says so: Context["unmeasured_fields"] (the names) and Context["imputed"]
+// ([]ImputedField: field, value, how, version). Callers with the full node metrics use DetectNode.
+// Context["source"] says what judged.
 type InferenceDetector struct {
 	client      inference.Client
 	ownedClient bool // made by the constructor (closed by Close), not the caller's
 	chain       *inference.Chain
 	local       inference.LocalRuntime
+	imputer     *imputation.Imputer
 	// Fallback, when set, is the rule that answers when no model can (default a ThresholdDetector); its
 	// anomalies' ModelType starts with "fallback:".
 	Fallback  Detector
@@ -129,13 +159,13 @@ var _ Detector = (*InferenceDetector)(nil)
 
 // NewInferenceDetector returns a detector asking client, then DWCP's rule.
 func NewInferenceDetector(client inference.Client) *InferenceDetector {
-	d, _ := newInferenceDetector(client, nil, nil, nil)
+	d, _ := newInferenceDetector(client, nil, nil, nil, nil)
 	return d
 }
 
-func newInferenceDetector(client inference.Client, local inference.LocalRuntime, order []inference.Source,
-	metrics *inference.ChainMetrics) (*InferenceDetector, error) {
-	d := &InferenceDetector{client: client, local: local}
+func newInferenceDetector(client inference.Client, clientOpts []inference.Option, local inference.LocalRuntime,
+	order []inference.Source, metrics *inference.ChainMetrics) (*InferenceDetector, error) {
+	d := &InferenceDetector{client: client, local: local, imputer: newImputer(client, local, clientOpts)}
 	providers := []inference.Provider{{Source: inference.SourceRule, Answerer: anomalyRule{d: d}}}
 	if client != nil {
 		providers = append(providers, inference.Provider{Source: inference.SourceRemote, Answerer: inference.Remote(client)})
@@ -162,7 +192,7 @@ func (d *InferenceDetector) Name() string { return "inference:reliability_detect
 // client it made; a client given by the caller stays open. An addition to DWCP's API (its detectors hold
 // nothing to release); a detector used for the life of the process need not be closed.
 func (d *InferenceDetector) Close() error {
-	var errs []error
+	errs := []error{d.imputer.Close()}
 	if d.local != nil {
 		errs = append(errs, d.local.Close())
 	}
@@ -201,6 +231,7 @@ func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anoma
 	if !m.Timestamp.IsZero() {
 		n.Timestamp = timestamppb.New(m.Timestamp)
 	}
+	imputed := d.imputer.Fill(ctx, unmeasured, func(field string, v float64) { setNodeField(n, field, v) })
 	a, err := d.DetectNode(context.WithValue(ctx, metricVectorKey{}, m), n)
 	if a != nil {
 		if !m.Timestamp.IsZero() {
@@ -208,13 +239,14 @@ func (d *InferenceDetector) Detect(ctx context.Context, m *MetricVector) (*Anoma
 		}
 		if a.Context["source"] != inference.SourceRule {
 			a.Context["unmeasured_fields"] = append([]string(nil), unmeasured...)
-			a.Context["imputed"] = "unmeasured_fields sent as 0 (the service reads a missing value as 0)"
+			a.Context["imputed"] = imputed
 		}
 	}
 	return a, err
 }
 
-// DetectNode judges a full node metric vector.
+// DetectNode judges a full node metric vector. Context["contributions"] holds the verdict's per-field
+// contributions (value, normal value, deviation in standard deviations), largest first.
 func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (*Anomaly, error) {
 	resp, source, err := d.chain.DetectAnomaly(ctx, &pb.DetectAnomalyRequest{Metrics: n})
 	if err != nil {
@@ -222,6 +254,8 @@ func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (
 	}
 	if source == inference.SourceRule {
 		d.fallbacks.Add(1)
+	} else {
+		d.imputer.Observe(resp.GetModel().GetVersion()) // the next call imputes from the version that answers
 	}
 	v := resp.GetVerdict()
 	if !v.GetIsAnomaly() {
@@ -230,7 +264,8 @@ func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (
 	a := &Anomaly{Timestamp: time.Now(), Severity: Severity(v.GetSeverity()), Confidence: confidence(v),
 		ModelType: resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion(),
 		Context: map[string]interface{}{"score": v.GetScore(), "threshold": v.GetThreshold(),
-			"prediction_id": v.GetPredictionId(), "source": source}}
+			"prediction_id": v.GetPredictionId(), "source": source,
+			"contributions": v.GetContributions()}}
 	if top := v.GetContributions(); len(top) > 0 {
 		a.MetricName, a.Value, a.Expected, a.Deviation = top[0].GetFeature(), top[0].GetValue(), top[0].GetExpected(),
 			top[0].GetDeviation()
@@ -238,6 +273,22 @@ func (d *InferenceDetector) DetectNode(ctx context.Context, n *pb.NodeMetrics) (
 	a.Description = fmt.Sprintf("%s anomaly: %s = %.4g, normal %.4g (%.1f sd); score %.3g >= threshold %.3g",
 		a.Severity, a.MetricName, a.Value, a.Expected, a.Deviation, v.GetScore(), v.GetThreshold())
 	return a, nil
+}
+
+// newImputer finds imputation values in local's versions, else in the service's metadata (over a connection
+// dialled to the client's target with clientOpts, when first needed).
+func newImputer(client inference.Client, local inference.LocalRuntime, clientOpts []inference.Option) *imputation.Imputer {
+	var dial func() (grpc.ClientConnInterface, func() error, error)
+	if client != nil && client.Target() != "" {
+		dial = func() (grpc.ClientConnInterface, func() error, error) {
+			conn, err := inference.Dial(append([]inference.Option{inference.WithTarget(client.Target())}, clientOpts...)...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return conn, conn.Close, nil
+		}
+	}
+	return imputation.New("reliability_detector", local, dial)
 }
 
 // anomalyRule is the detector's Fallback (or a ThresholdDetector) as the chain's last source.
