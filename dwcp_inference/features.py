@@ -322,6 +322,7 @@ class Pipeline:
         self.raw_fields, self.features = raw_fields, features
         self._numeric = [f for f in raw_fields if not f.vocabulary]
         self._labels = [f for f in raw_fields if f.vocabulary]
+        self._known = [(f.name, frozenset(f.vocabulary)) for f in self._labels]
         self._lo = np.array([-np.inf if f.min is None else f.min for f in self._numeric])
         self._hi = np.array([np.inf if f.max is None else f.max for f in self._numeric])
         self._simple = all(f.transform in (*self._ELEMENTWISE, "one_hot") for f in features)
@@ -334,18 +335,27 @@ class Pipeline:
         self._one_hot = any(f.transform == "one_hot" for f in features)
 
     def validate(self, columns: Columns) -> None:
-        try:
-            raw = stack_columns([columns[f.name] for f in self._numeric]) if self._numeric else None
+        try:  # [fields, *column shape]: one array made in C (stack_columns' loop costs more on a call's columns)
+            raw = np.array([columns[f.name] for f in self._numeric], dtype=np.float64) if self._numeric else None
         except (KeyError, ValueError, TypeError):  # missing, or columns of other shapes: the careful way
             validate_raw(self.raw_fields, columns)
             return
         if raw is not None:
+            bounds = (-1,) + (1,) * (raw.ndim - 1)
             with np.errstate(invalid="ignore"):
-                ok = np.isfinite(raw) & (raw >= self._lo) & (raw <= self._hi)
+                ok = np.isfinite(raw) & (raw >= self._lo.reshape(bounds)) & (raw <= self._hi.reshape(bounds))
             if not ok.all():
                 validate_raw(self.raw_fields, columns)
-        if self._labels:
+        if self._labels and not self._all_known(columns):  # validate_raw finds the first unknown value
             validate_raw(self._labels, columns)
+
+    def _all_known(self, columns: Columns) -> bool:
+        """Every categorical column holds only values of its vocabulary (a set test: np.isin costs tens of µs on
+        a window of strings)."""
+        try:
+            return all(set(np.asarray(columns[name]).ravel().tolist()) <= known for name, known in self._known)
+        except (KeyError, TypeError):  # missing, or unhashable values: the careful way
+            return False
 
     def transform(self, columns: Columns) -> np.ndarray:
         if not self._simple or not self._numbers:

@@ -169,10 +169,11 @@ def compression_queries(queries: "Queries", single: bool) -> Batch:
     def prefix(i: int) -> str:
         return "" if single else f"queries[{i}]."
 
-    known = np.isin(queries.link_type, list(LINK_TYPES))
+    link_types = queries.link_type.tolist()
     has_sample = np.array([len(s) > 0 for s in queries.samples], dtype=bool)
     has_traits = has_sample | (queries.has_entropy & queries.has_ratio)
-    if not (known & has_traits).all():
+    if not (all(k in LINK_TYPES for k in link_types) and has_traits.all()):  # the first bad item's message
+        known = np.array([k in LINK_TYPES for k in link_types], dtype=bool)
         i = int(np.argmin(known & has_traits))
         if not known[i]:
             link_type = int(queries.link_type[i])
@@ -186,7 +187,7 @@ def compression_queries(queries: "Queries", single: bool) -> Batch:
                                                       queries.ratio.tolist())]
     arrays = {"throughput_mbps": queries.link[:, 0].copy(), "rtt_ms": queries.link[:, 1].copy(),
               "packet_loss": queries.link[:, 2].copy(),  # copies: the native decoder's buffers are read-only
-              "link_type": np.array([LINK_TYPES[k] for k in queries.link_type.tolist()], dtype=str),
+              "link_type": np.array([LINK_TYPES[k] for k in link_types], dtype=str),
               "size_bytes": np.array([t.size_bytes for t in traits], dtype=np.float64),
               "payload_entropy": np.array([t.entropy for t in traits], dtype=np.float64),
               "payload_ratio": np.array([t.ratio for t in traits], dtype=np.float64)}

@@ -7,6 +7,7 @@ for evaluation and tests, off the serving path."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
@@ -167,22 +168,67 @@ def _along(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     return _f64(np.asarray(values)[np.arange(len(order))[:, None], order])
 
 
+class TargetDecoder:
+    """features.decode_targets for one version's targets as a few operations on the [N, T] outputs (not four per
+    target): the same elementwise arithmetic, so the same bits (tested); features.decode_targets stays the reference
+    and names the outputs when a decoded value is not finite."""
+
+    def __init__(self, targets: Sequence):
+        self.targets = list(targets)
+        self.names = [t.name for t in targets]
+        self.std = np.array([t.std for t in targets], dtype=np.float64)
+        self.mean = np.array([t.mean for t in targets], dtype=np.float64)
+        self.lo = np.array([-np.inf if t.min is None else t.min for t in targets], dtype=np.float64)
+        self.hi = np.array([np.inf if t.max is None else t.max for t in targets], dtype=np.float64)
+        self.expm1 = [i for i, t in enumerate(targets) if t.transform == "log1p"]
+        self.exp = [i for i, t in enumerate(targets) if t.transform == "log"]
+
+    def __call__(self, outputs: np.ndarray) -> np.ndarray:
+        """[T, N] float64: each target's values in domain units, clipped to its range, one contiguous row each."""
+        y = np.asarray(outputs)[:, :len(self.names)].astype(np.float64) * self.std + self.mean
+        if self.expm1:
+            y[:, self.expm1] = np.expm1(y[:, self.expm1])
+        if self.exp:
+            y[:, self.exp] = np.exp(y[:, self.exp])
+        return np.ascontiguousarray(np.clip(y, self.lo, self.hi).T)
+
+
+def ranked_descending(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's columns by descending value, ties in column order ([B, K] indices, np.argsort(-values,
+    kind="stable")), and the values in that order as float64. One row (a single call) is sorted in Python: the
+    same order for values without NaN (the rules check that first), at a fraction of numpy's calls (tested)."""
+    if values.ndim == 2 and len(values) == 1:
+        row = values[0].tolist()
+        order = sorted(range(len(row)), key=lambda k: -row[k])
+        return np.array([order], dtype=np.intp), np.array([[row[k] for k in order]], dtype=np.float64)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return order, _along(values, order)
+
+
 def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> BandwidthAnswers:
     x, out = rt.infer(columns)
     rt.check_finite(out)
-    pred = decode_targets(rt.meta.targets, next(iter(out.values())))
-    rt.check_finite(pred)  # in domain units too: a huge scaled output overflows exp
+    outputs = next(iter(out.values()))
+    decoder = rt.constants("targets", lambda: TargetDecoder(rt.meta.targets))
+    decoded = decoder(outputs)
+    if not np.isfinite(decoded).all():  # in domain units too (a huge scaled output overflows exp): which ones
+        rt.check_finite(decode_targets(rt.meta.targets, outputs))
+    pred = dict(zip(decoder.names, decoded))
     for name in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"):  # a model may predict fewer:
         if name not in pred:                                                   # those keep their last value
             last = columns.get(name)
             pred[name] = np.zeros(len(x)) if last is None else np.asarray(last, dtype=np.float64)[:, -1]
-    d = rt.meta.decision
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
     mean = np.add.reduce(bw, axis=1) / bw.shape[1]
     cv = np.sqrt(np.maximum(np.add.reduce(bw * bw, axis=1) / bw.shape[1] - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
-    base = 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0)
+    base, horizon = rt.constants("bandwidth", lambda: _bandwidth_constants(rt.meta.decision))
     return BandwidthAnswers(*(_f64(pred[n]) for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")),
-                            _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), float(d.get("interval_seconds", 300.0)))
+                            _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), horizon)
+
+
+def _bandwidth_constants(d: Mapping) -> tuple[float, float]:
+    """The confidence's base (1 - validation MAPE) and the answer's horizon in seconds."""
+    return 1.0 - min(float(d.get("validation_mape_pct", 0.0)) / 100.0, 1.0), float(d.get("interval_seconds", 300.0))
 
 
 def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> CompressionAnswers:
@@ -190,11 +236,9 @@ def compression(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> Compress
     name, probs = next(iter(out.items()))
     rt.check_finite({name: probs})
     choices = rt.meta.decision["choices"]
-    probs = np.asarray(probs)
-    ranked = np.argsort(-probs, axis=1, kind="stable")
     codecs, levels = rt.constants("compression", lambda: ([c["codec"] for c in choices],
                                                          [int(c["level"]) for c in choices]))
-    return CompressionAnswers(ranked, _along(probs, ranked), codecs, levels)
+    return CompressionAnswers(*ranked_descending(np.asarray(probs)), codecs, levels)
 
 
 def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -> AnomalyAnswers:
@@ -205,17 +249,50 @@ def anomaly(rt: ModelRuntime, columns: Mapping[str, np.ndarray], top: int = 3) -
     scores = _f64(d["score_sign"] * (scores[:, d["score_column"]] if scores.ndim == 2 else scores))
     names, mean, std, index = rt.constants("anomaly", lambda: _normal_stats(rt))
     # A raw field's value, or (for a version judging a value against its history) the feature's value.
-    raw = stack_columns([columns[n] if n in columns and np.ndim(columns[n]) == 1 else x[:, index[n]]
-                         for n in names])
+    raw = [columns[n] if n in columns and np.ndim(columns[n]) == 1 else x[:, index[n]] for n in names]
+    threshold, critical = float(d["threshold"]), float(d["critical_threshold"])
+    if len(scores) == 1:
+        one = anomaly_one(scores, raw, names, mean, std, threshold, critical, top)
+        if one is not None:
+            return one
+    return anomaly_columns(scores, raw, names, mean, std, threshold, critical, top)
+
+
+def anomaly_columns(scores: np.ndarray, raw: list, names: list[str], mean: np.ndarray, std: np.ndarray,
+                    threshold: float, critical: float, top: int) -> AnomalyAnswers:
+    """The detector's rule over a batch: each item's largest deviations from the normal statistics."""
+    raw = stack_columns(raw)
     dev = (raw - mean) / std
     order = np.argsort(-np.abs(dev), axis=1, kind="stable")[:, :top]
-    threshold, critical = float(d["threshold"]), float(d["critical_threshold"])
     flagged = scores >= threshold
     severity = np.where(scores >= critical, 3, np.where(flagged, 2, 1))
     return AnomalyAnswers(flagged, scores, threshold, severity, names, order,
                           _along(raw, order),
                           _f64(np.asarray(mean, dtype=np.float64)[order]),
                           _along(dev, order))
+
+
+def anomaly_one(scores: np.ndarray, raw: list, names: list[str], mean: np.ndarray, std: np.ndarray,
+                threshold: float, critical: float, top: int) -> AnomalyAnswers | None:
+    """anomaly_columns for one item in Python floats (numpy's calls cost more than the arithmetic on a dozen
+    numbers): the same IEEE operations and the same stable order, so the same bits (tested). None where the
+    deviations are not all finite numbers (a zero std): anomaly_columns decides those."""
+    values = [float(c[0]) for c in raw]
+    means, stds = mean.tolist(), std.tolist()
+    if not all(stds):
+        return None
+    dev = [(v - m) / s for v, m, s in zip(values, means, stds)]
+    if not all(math.isfinite(v) for v in dev):
+        return None
+    order = sorted(range(len(dev)), key=lambda k: -abs(dev[k]))[:top]
+    score = float(scores[0])
+    flagged = score >= threshold
+    severity = 3 if score >= critical else 2 if flagged else 1
+    return AnomalyAnswers(np.array([flagged]), scores, threshold, np.array([severity], dtype=np.int64), names,
+                          np.array([order], dtype=np.intp),
+                          np.array([[values[k] for k in order]], dtype=np.float64),
+                          np.array([[float(means[k]) for k in order]], dtype=np.float64),
+                          np.array([[dev[k] for k in order]], dtype=np.float64))
 
 
 def _normal_stats(rt: ModelRuntime) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, int]]:
@@ -235,8 +312,8 @@ def high_latency(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> Latency
     else:
         scores, errors = out[d["score_output"]], out[d["errors_output"]]
     rt.check_finite({"score": scores, "feature_errors": errors})
-    scores, errors = np.asarray(scores), np.asarray(errors)
-    order = np.argsort(-errors, axis=1, kind="stable")
-    names: Sequence[str] = rt.meta.feature_names
+    scores = np.asarray(scores)
+    order, ranked = ranked_descending(np.asarray(errors))
+    names: list[str] = rt.constants("feature names", lambda: list(rt.meta.feature_names))
     return LatencyAnswers(np.asarray(scores >= d["threshold"], dtype=bool), _f64(scores), float(d["threshold"]),
-                          list(names), order, _along(errors, order))
+                          list(names), order, ranked)

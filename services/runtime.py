@@ -6,6 +6,7 @@ columns after the same validation, and answers the features beside its outputs; 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,8 +203,9 @@ class ModelRuntime:
         """The model on validated raw columns (a version with the feature graph): the features it computed and its
         outputs."""
         if self._feed is None:
-            self._feed = graph_feed_plan(self.meta)
-        names = [o.name for o in self.meta.outputs] + [self.meta.feature_output]
+            self._raw_outputs = [o.name for o in self.meta.outputs] + [self.meta.feature_output]
+            self._feed = feed_plan(self.meta)  # last: other threads test it
+        names = self._raw_outputs
         values = self.session.run(names, {name: prepare(columns[name]) for name, prepare in self._feed})
         return Computed(values[-1], self._one_per_item(dict(zip(names[:-1], values)), len(values[-1])))
 
@@ -238,6 +240,29 @@ class ModelRuntime:
         return computed
 
 
+SMALL_COLUMN = 64  # values of a categorical column up to which a dict lookup beats one comparison per word
+
+
+def feed_plan(meta: ModelMetadata) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """raw_inputs.graph_feed_plan, with a small categorical column (a single call's window) mapped to its indices by
+    one dict lookup per value rather than one array comparison per vocabulary word: the same int64 indices."""
+    vocabularies = {f.name: f.vocabulary for f in meta.raw_fields if f.vocabulary}
+    plan = []
+    for name, prepare in graph_feed_plan(meta):
+        vocabulary = vocabularies.get(name)
+        if vocabulary:
+            prepare = functools.partial(_indices, {word: i for i, word in enumerate(vocabulary)}, prepare)
+        plan.append((name, prepare))
+    return plan
+
+
+def _indices(index: dict[str, int], large: Callable[[np.ndarray], np.ndarray], column: np.ndarray) -> np.ndarray:
+    column = np.asarray(column)
+    if column.size > SMALL_COLUMN:
+        return large(column)
+    return np.array([index.get(v, -1) for v in column.ravel().tolist()], dtype=np.int64).reshape(column.shape)
+
+
 def nonfinite_rows(outputs: Mapping[str, np.ndarray]) -> tuple[list[int], list[str]] | None:
     """The rows (first axis) with a NaN or infinite value in any floating output, and those outputs' names."""
     rows: set[int] = set()
@@ -246,7 +271,10 @@ def nonfinite_rows(outputs: Mapping[str, np.ndarray]) -> tuple[list[int], list[s
         v = np.asarray(v)
         if v.dtype.kind != "f" or v.ndim == 0:
             continue
-        ok = np.isfinite(v).reshape(len(v), -1).all(axis=1)
+        finite = np.isfinite(v)
+        if finite.all():  # the usual case: one reduction, the rows only when something is wrong
+            continue
+        ok = finite.reshape(len(v), -1).all(axis=1)
         if not ok.all():
             rows.update(np.flatnonzero(~ok).tolist())
             names.append(name)

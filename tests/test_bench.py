@@ -69,6 +69,19 @@ def test_stages_time_each_part_of_the_servicer():
     assert set(s) == {"servicer", "validation, features, model", "model"} and all(v > 0 for v in s.values())
 
 
+def test_one_call_times_the_servers_path_from_bytes_to_bytes():
+    """bench.one_call runs what the server runs for a call: the request's bytes in, the response's bytes out."""
+    from dwcp_inference.api import inference_pb2 as pb
+    from dwcp_inference.bench import one_call
+    from dwcp_inference.services import decode
+
+    decoder = decode.choose("auto")
+    answer = one_call.call(_our_answers(), decoder, "DetectAnomaly")()
+    assert type(answer) is bytes and pb.DetectAnomalyResponse.FromString(answer).verdict.score >= 0
+    times = one_call.per_call_us(["DetectAnomaly", "SelectCompression/traits"], calls=20)
+    assert set(times) == {"DetectAnomaly", "SelectCompression/traits"} and all(v > 0 for v in times.values())
+
+
 def test_select_compression_is_measured_as_the_go_drop_in_sends_it_and_with_traits():
     import re
     from pathlib import Path

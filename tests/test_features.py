@@ -130,3 +130,39 @@ def test_the_prepared_pipeline_gives_what_the_functions_give():
         p.validate({"bw": np.ones(2), "loss": np.zeros(2), "tod": np.ones(2), "kind": np.array(["a", "z"])})
     with pytest.raises(FeatureError, match="bw: missing"):
         p.validate({"loss": np.zeros(2), "tod": np.ones(2), "kind": np.array(["a", "b"])})
+
+
+def test_the_pipeline_refuses_unknown_labels_with_validate_raws_message():
+    """The pipeline's set test of categorical columns accepts what np.isin accepts and, on any unknown, missing or
+    odd column, gives validate_raw's message and index."""
+    from dwcp_inference.features import Pipeline
+
+    raw = [RawField("x", 0.0, 1.0), RawField("tier", vocabulary=("tier1", "tier2")),
+           RawField("mode", vocabulary=("a", "b", "c"))]
+    p = Pipeline(raw, [Feature("x", "x")])
+    rng = np.random.default_rng(5)
+    words = np.array(["tier1", "tier2", "a", "b", "c", "", "tier1 ", "z"])
+    for shape in [(1,), (4,), (2, 20)]:
+        for _ in range(200):
+            cols = {"x": rng.uniform(0, 1, shape), "tier": rng.choice(words[:2], shape),
+                    "mode": rng.choice(words[2:5], shape)}
+            for name in ("tier", "mode"):
+                if rng.random() < 0.4:
+                    flat = cols[name].reshape(-1)
+                    flat[rng.integers(flat.size)] = rng.choice(words)
+            try:
+                validate_raw(raw, cols)
+                want = None
+            except FeatureError as e:
+                want = (str(e), e.index)
+            try:
+                p.validate(cols)
+                got = None
+            except FeatureError as e:
+                got = (str(e), e.index)
+            assert got == want
+    for odd in (np.array([1, 2]), np.array([b"tier1", b"tier2"]), np.array(["tier1", None], dtype=object)):
+        with pytest.raises(FeatureError, match="tier: unknown value"):
+            p.validate({"x": np.zeros(2), "tier": odd, "mode": np.array(["a", "a"])})
+    with pytest.raises(FeatureError, match="mode: missing"):
+        p.validate({"x": np.zeros(2), "tier": np.array(["tier1", "tier2"])})
