@@ -2,8 +2,6 @@ package embedded
 
 import (
 	"context"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -17,26 +15,13 @@ import (
 // it, as in a version exported before the section). Only metadata.json changes: the version still verifies.
 func editImputation(t *testing.T, repo string, section map[string]any) {
 	t.Helper()
-	path := filepath.Join(repo, AnomalyModel, "1", metadataFile)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	if section == nil {
-		delete(meta, "imputation")
-	} else {
-		meta["imputation"] = section
-	}
-	if raw, err = json.Marshal(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editMetadata(t, filepath.Join(repo, AnomalyModel, "1"), func(meta map[string]any) {
+		if section == nil {
+			delete(meta, "imputation")
+		} else {
+			meta["imputation"] = section
+		}
+	})
 }
 
 // A detector running the model in-process sends what its loaded version's metadata says for the fields a

@@ -1,22 +1,14 @@
 package embedded
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,112 +17,6 @@ import (
 	"github.com/dwcp/inference/clients/go/internal/servertest"
 	"github.com/dwcp/inference/clients/go/modelsync"
 )
-
-// adminServer is a server of the test's own with an admin port (servertest's has none), rescanning its
-// repository every 0.2 s, as modelsync's tests start one.
-type adminServer struct {
-	t         *testing.T
-	addr      string
-	adminPort int
-	cmd       *exec.Cmd
-	exited    chan error
-	logs      bytes.Buffer
-}
-
-func startAdminServer(t *testing.T, repo string) *adminServer {
-	t.Helper()
-	port := freePort(t)
-	s := &adminServer{t: t, addr: "127.0.0.1:" + strconv.Itoa(port), adminPort: freePort(t)}
-	s.cmd = exec.Command(serverBinary(t), "serve", "--repository", repo, "--host", "127.0.0.1",
-		"--port", strconv.Itoa(port), "--admin-port", strconv.Itoa(s.adminPort), "--metrics-port", "-1",
-		"--poll-seconds", "0.2")
-	s.cmd.Stdout, s.cmd.Stderr = &s.logs, &s.logs
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.exited = make(chan error, 1)
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(s.kill)
-	health := healthpb.NewHealthClient(dialTest(t, s.addr))
-	eventually(t, "the server serving", func() bool {
-		select {
-		case err := <-s.exited:
-			t.Fatalf("dwcp-inference serve exited (%v):\n%s", err, s.logs.String())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
-	})
-	return s
-}
-
-// kill ends the server at once (SIGKILL: no drain, as a crash).
-func (s *adminServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd = nil
-}
-
-func (s *adminServer) promote(model, label, version string) {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin := pb.NewAdminServiceClient(dialTest(s.t, "127.0.0.1:"+strconv.Itoa(s.adminPort)))
-	if _, err := admin.Promote(ctx, &pb.PromoteRequest{Model: model, Label: label, Version: version}); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-// serverBinary is $DWCP_INFERENCE_BIN, or the repository's .venv/bin/dwcp-inference (as servertest finds it).
-func serverBinary(t *testing.T) string {
-	if b := os.Getenv(servertest.BinaryEnv); b != "" {
-		return b
-	}
-	for d, _ := os.Getwd(); filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if b := filepath.Join(d, ".venv", "bin", "dwcp-inference"); isFile(b) {
-			return b
-		}
-	}
-	t.Fatalf("this test starts dwcp-inference serve: set %s, or create the repository's .venv (make test)",
-		servertest.BinaryEnv)
-	return ""
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func dialTest(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second) // generous: the machine is shared; no timing is asserted
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // serviceRequests are one request per model.
 func serviceRequests() []proto.Message {
@@ -179,8 +65,8 @@ func answeringVersion(t *testing.T, rt *Runtime, req proto.Message) string {
 func TestFromServiceFollowsTheServiceAndOutlivesIt(t *testing.T) {
 	repo := copyRepo(t)
 	publish(t, repo, CompressionModel, "2", nil) // the server answers with 2, the highest
-	server := startAdminServer(t, repo)
-	conn := dialTest(t, server.addr)
+	server := servertest.StartWithAdmin(t, repo)
+	conn := servertest.Dial(t, server.Addr())
 	inferenceClient := pb.NewInferenceServiceClient(conn)
 	cache := filepath.Join(t.TempDir(), "cache")
 	fast := WithSyncOptions(modelsync.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
@@ -196,13 +82,13 @@ func TestFromServiceFollowsTheServiceAndOutlivesIt(t *testing.T) {
 	}
 	sameAsServer(t, rt, inferenceClient)
 
-	server.promote(CompressionModel, "stable", "1")
-	eventually(t, "the promote of version 1 answering in-process", func() bool {
+	server.Promote(CompressionModel, "stable", "1")
+	servertest.Eventually(t, "the promote of version 1 answering in-process", func() bool {
 		return answeringVersion(t, rt, selector) == "1"
 	})
 	sameAsServer(t, rt, inferenceClient)
 
-	server.kill()
+	server.Kill()
 	for i := 0; i < 20; i++ { // the sync is reconnecting meanwhile
 		if v := answeringVersion(t, rt, selector); v != "1" {
 			t.Fatalf("with the server down, embedded answers with version %s, want 1", v)
@@ -213,7 +99,7 @@ func TestFromServiceFollowsTheServiceAndOutlivesIt(t *testing.T) {
 	}
 
 	// The process again, the server still down: the cache is a repository with the service's policy.
-	again, err := FromService(context.Background(), dialTest(t, server.addr), cache, fast,
+	again, err := FromService(context.Background(), servertest.Dial(t, server.Addr()), cache, fast,
 		WithSyncWait(90*time.Second))
 	if err != nil {
 		t.Fatalf("a fresh runtime on the cache with the service down: %v", err)
@@ -236,7 +122,7 @@ func TestFromServiceFollowsTheServiceAndOutlivesIt(t *testing.T) {
 // With the service unreachable and nothing cached, FromService says which models are missing and why.
 func TestFromServiceNamesWhatIsMissing(t *testing.T) {
 	needLibrary(t)
-	conn := dialTest(t, "127.0.0.1:"+strconv.Itoa(freePort(t))) // nothing listens there
+	conn := servertest.Dial(t, "127.0.0.1:"+strconv.Itoa(servertest.FreePort(t))) // nothing listens there
 	cache := t.TempDir()
 	_, err := FromService(context.Background(), conn, cache, WithModels(CompressionModel, AnomalyModel),
 		WithSyncWait(2*time.Second))

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 )
@@ -47,49 +48,51 @@ type pinned struct {
 	sel   *pb.ModelSelector
 }
 
-// pin is req, or a copy of it naming the pinned version when it names none.
+// pin is req, or a copy of it naming the pinned version when it names none. Every request's selector is its
+// field "model" (the GetModel the constraint asks for).
 func pin[Req interface {
 	proto.Message
 	GetModel() *pb.ModelSelector
-}](p pinned, model string, req Req, set func(Req, *pb.ModelSelector)) Req {
+}](p pinned, model string, req Req) Req {
 	if m := req.GetModel(); model != p.model || m.GetVersion() != "" || m.GetLabel() != "" {
 		return req
 	}
 	req = proto.Clone(req).(Req)
-	set(req, proto.Clone(p.sel).(*pb.ModelSelector))
+	msg := req.ProtoReflect()
+	msg.Set(msg.Descriptor().Fields().ByName("model"), protoreflect.ValueOfMessage(proto.Clone(p.sel).ProtoReflect()))
 	return req
 }
 
 func (p pinned) Close() error { return p.rt.Close() }
 
 func (p pinned) PredictBandwidth(ctx context.Context, req *pb.PredictBandwidthRequest) (*pb.PredictBandwidthResponse, error) {
-	return p.rt.PredictBandwidth(ctx, pin(p, "bandwidth_predictor", req, func(r *pb.PredictBandwidthRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.PredictBandwidth(ctx, pin(p, "bandwidth_predictor", req))
 }
 
 func (p pinned) PredictBandwidthBatch(ctx context.Context, req *pb.PredictBandwidthBatchRequest) (*pb.PredictBandwidthBatchResponse, error) {
-	return p.rt.PredictBandwidthBatch(ctx, pin(p, "bandwidth_predictor", req, func(r *pb.PredictBandwidthBatchRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.PredictBandwidthBatch(ctx, pin(p, "bandwidth_predictor", req))
 }
 
 func (p pinned) SelectCompression(ctx context.Context, req *pb.SelectCompressionRequest) (*pb.SelectCompressionResponse, error) {
-	return p.rt.SelectCompression(ctx, pin(p, "compression_selector", req, func(r *pb.SelectCompressionRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.SelectCompression(ctx, pin(p, "compression_selector", req))
 }
 
 func (p pinned) SelectCompressionBatch(ctx context.Context, req *pb.SelectCompressionBatchRequest) (*pb.SelectCompressionBatchResponse, error) {
-	return p.rt.SelectCompressionBatch(ctx, pin(p, "compression_selector", req, func(r *pb.SelectCompressionBatchRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.SelectCompressionBatch(ctx, pin(p, "compression_selector", req))
 }
 
 func (p pinned) DetectAnomaly(ctx context.Context, req *pb.DetectAnomalyRequest) (*pb.DetectAnomalyResponse, error) {
-	return p.rt.DetectAnomaly(ctx, pin(p, "reliability_detector", req, func(r *pb.DetectAnomalyRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.DetectAnomaly(ctx, pin(p, "reliability_detector", req))
 }
 
 func (p pinned) DetectAnomalyBatch(ctx context.Context, req *pb.DetectAnomalyBatchRequest) (*pb.DetectAnomalyBatchResponse, error) {
-	return p.rt.DetectAnomalyBatch(ctx, pin(p, "reliability_detector", req, func(r *pb.DetectAnomalyBatchRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.DetectAnomalyBatch(ctx, pin(p, "reliability_detector", req))
 }
 
 func (p pinned) DetectHighLatency(ctx context.Context, req *pb.DetectHighLatencyRequest) (*pb.DetectHighLatencyResponse, error) {
-	return p.rt.DetectHighLatency(ctx, pin(p, "consensus_latency", req, func(r *pb.DetectHighLatencyRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.DetectHighLatency(ctx, pin(p, "consensus_latency", req))
 }
 
 func (p pinned) DetectHighLatencyBatch(ctx context.Context, req *pb.DetectHighLatencyBatchRequest) (*pb.DetectHighLatencyBatchResponse, error) {
-	return p.rt.DetectHighLatencyBatch(ctx, pin(p, "consensus_latency", req, func(r *pb.DetectHighLatencyBatchRequest, s *pb.ModelSelector) { r.Model = s }))
+	return p.rt.DetectHighLatencyBatch(ctx, pin(p, "consensus_latency", req))
 }

@@ -66,3 +66,91 @@ func TestRepositoryOpenerPinsTheVersionAPathNames(t *testing.T) {
 		t.Fatal("a missing path was opened")
 	}
 }
+
+// allRuntime records the selector of every call, whichever RPC it is.
+type allRuntime struct {
+	inference.UnimplementedAnswerer
+	got map[string]*pb.ModelSelector
+}
+
+func (r *allRuntime) PredictBandwidth(_ context.Context, q *pb.PredictBandwidthRequest) (*pb.PredictBandwidthResponse, error) {
+	r.got["PredictBandwidth"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) PredictBandwidthBatch(_ context.Context, q *pb.PredictBandwidthBatchRequest) (*pb.PredictBandwidthBatchResponse, error) {
+	r.got["PredictBandwidthBatch"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) SelectCompression(_ context.Context, q *pb.SelectCompressionRequest) (*pb.SelectCompressionResponse, error) {
+	r.got["SelectCompression"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) SelectCompressionBatch(_ context.Context, q *pb.SelectCompressionBatchRequest) (*pb.SelectCompressionBatchResponse, error) {
+	r.got["SelectCompressionBatch"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) DetectAnomaly(_ context.Context, q *pb.DetectAnomalyRequest) (*pb.DetectAnomalyResponse, error) {
+	r.got["DetectAnomaly"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) DetectAnomalyBatch(_ context.Context, q *pb.DetectAnomalyBatchRequest) (*pb.DetectAnomalyBatchResponse, error) {
+	r.got["DetectAnomalyBatch"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) DetectHighLatency(_ context.Context, q *pb.DetectHighLatencyRequest) (*pb.DetectHighLatencyResponse, error) {
+	r.got["DetectHighLatency"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) DetectHighLatencyBatch(_ context.Context, q *pb.DetectHighLatencyBatchRequest) (*pb.DetectHighLatencyBatchResponse, error) {
+	r.got["DetectHighLatencyBatch"] = q.GetModel()
+	return nil, nil
+}
+func (r *allRuntime) Close() error { return nil }
+
+// Every RPC of the model a version path names is pinned to that version; the other models' RPCs are not.
+func TestAVersionPathPinsEveryRPCOfItsModelOnly(t *testing.T) {
+	rpcs := map[string][2]string{ // model -> its single and batch RPC
+		"bandwidth_predictor":  {"PredictBandwidth", "PredictBandwidthBatch"},
+		"compression_selector": {"SelectCompression", "SelectCompressionBatch"},
+		"reliability_detector": {"DetectAnomaly", "DetectAnomalyBatch"},
+		"consensus_latency":    {"DetectHighLatency", "DetectHighLatencyBatch"},
+	}
+	for model := range rpcs {
+		version := filepath.Join(t.TempDir(), model, "7")
+		if err := os.MkdirAll(version, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"model.onnx", "metadata.json"} {
+			if err := os.WriteFile(filepath.Join(version, f), []byte("{}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rt := &allRuntime{got: map[string]*pb.ModelSelector{}}
+		local, err := inference.RepositoryOpener(func(string, inference.LocalConfig) (inference.LocalRuntime, error) {
+			return rt, nil
+		})(version, inference.LocalConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := t.Context()
+		local.PredictBandwidth(ctx, &pb.PredictBandwidthRequest{})
+		local.PredictBandwidthBatch(ctx, &pb.PredictBandwidthBatchRequest{})
+		local.SelectCompression(ctx, &pb.SelectCompressionRequest{})
+		local.SelectCompressionBatch(ctx, &pb.SelectCompressionBatchRequest{})
+		local.DetectAnomaly(ctx, &pb.DetectAnomalyRequest{})
+		local.DetectAnomalyBatch(ctx, &pb.DetectAnomalyBatchRequest{})
+		local.DetectHighLatency(ctx, &pb.DetectHighLatencyRequest{})
+		local.DetectHighLatencyBatch(ctx, &pb.DetectHighLatencyBatchRequest{})
+		if len(rt.got) != 8 {
+			t.Fatalf("%s: %d of 8 RPCs reached the runtime", model, len(rt.got))
+		}
+		for other, names := range rpcs {
+			for _, name := range names {
+				sel := rt.got[name]
+				if pinned := sel.GetVersion() == "7"; pinned != (other == model) {
+					t.Errorf("%s pinned by a %s path: selector %v", name, model, sel)
+				}
+			}
+		}
+	}
+}

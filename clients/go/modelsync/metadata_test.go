@@ -12,7 +12,7 @@ import (
 
 // FetchMetadata reads a version's metadata.json without its model: the same bytes a full pull writes.
 func TestFetchMetadataReadsOnlyTheMetadata(t *testing.T) {
-	conn := dial(t, servertest.Target(t))
+	conn := servertest.Dial(t, servertest.Target(t))
 	for _, model := range []string{"reliability_detector", "consensus_latency"} {
 		ref, meta, err := FetchMetadata(context.Background(), conn, model, nil)
 		if err != nil {

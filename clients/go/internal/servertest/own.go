@@ -1,44 +1,49 @@
 package servertest
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 )
 
-// Server is a dwcp-inference server of one test's own, on the bundled models, that the test may kill and
-// start again on the same address (outage tests). It needs the executable as Target does; with none the test
-// fails with the reason.
+// Server is a dwcp-inference server of one test's own, which the test may kill or stop and start again on
+// the same addresses (outage tests). It needs the executable as Target does; with none the test fails with
+// the reason.
 type Server struct {
-	tb   testing.TB
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	done chan error
-	logs bytes.Buffer
+	tb        testing.TB
+	bin       string
+	port      int
+	adminPort int      // 0: no admin API
+	flags     []string // serve's flags besides --host and the ports
+	proc      *process // nil while the server is down
 }
 
-// Start starts a server for t and waits until it is SERVING; it is stopped when the test ends.
+// Start starts a server on the bundled models (no admin API, no rescans) and waits until it is SERVING; it is
+// killed when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	bin, err := binary()
-	if err != nil {
-		tb.Fatal(err)
+	return start(tb, false, "--poll-seconds", "0")
+}
+
+// StartWithAdmin starts a server on the model repository repo, with the admin API on a loopback port of its
+// own (AdminAddr, Promote) and rescanning repo every 0.2 s, so that versions the test publishes there and its
+// promotes take effect at once; it waits until the server is SERVING and kills it when the test ends. Stop
+// gives in-flight calls 5 s to finish.
+func StartWithAdmin(tb testing.TB, repo string) *Server {
+	tb.Helper()
+	return start(tb, true, "--repository", repo, "--poll-seconds", "0.2", "--grace-seconds", "5")
+}
+
+func start(tb testing.TB, admin bool, flags ...string) *Server {
+	tb.Helper()
+	s := &Server{tb: tb, bin: Binary(tb), port: FreePort(tb), flags: flags}
+	if admin {
+		s.adminPort = FreePort(tb)
 	}
-	port, err := freePort()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &Server{tb: tb, bin: bin, port: port}
 	tb.Cleanup(s.Kill)
 	s.Restart()
 	return s
@@ -47,58 +52,61 @@ func Start(tb testing.TB) *Server {
 // Addr is the server's host:port, the same across restarts.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
-// Kill ends the server at once (SIGKILL: no graceful drain) and waits for it to exit.
-func (s *Server) Kill() {
-	if s.cmd == nil {
-		return
+// AdminAddr is the admin API's host:port (StartWithAdmin only), the same across restarts.
+func (s *Server) AdminAddr() string {
+	if s.adminPort == 0 {
+		s.tb.Fatal("servertest: AdminAddr of a server started without an admin API (use StartWithAdmin)")
 	}
-	s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
+	return "127.0.0.1:" + strconv.Itoa(s.adminPort)
 }
 
-// Restart starts the server again on its address (after Kill) and waits until it is SERVING.
+// Promote points the model's label at version through the admin API, failing the test on an error.
+func (s *Server) Promote(model, label, version string) {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := pb.NewAdminServiceClient(Dial(s.tb, s.AdminAddr()))
+	if _, err := admin.Promote(ctx, &pb.PromoteRequest{Model: model, Label: label, Version: version}); err != nil {
+		s.tb.Fatalf("servertest: promoting %s %s to version %s: %v", model, label, version, err)
+	}
+}
+
+// Kill ends the server at once (SIGKILL: no graceful drain, as a crash) and waits for it to exit.
+func (s *Server) Kill() {
+	if s.proc != nil {
+		s.proc.kill()
+		s.proc = nil
+	}
+}
+
+// Stop shuts the server down as an operator would (SIGTERM: in-flight calls drain) and waits for it to exit,
+// killing it after 30 s.
+func (s *Server) Stop() {
+	if s.proc != nil {
+		s.proc.stop(30 * time.Second)
+		s.proc = nil
+	}
+}
+
+// Restart starts the server again on its addresses (after Kill or Stop) and waits until it is SERVING.
 func (s *Server) Restart() {
 	s.tb.Helper()
-	if s.cmd != nil {
+	if s.proc != nil {
 		s.tb.Fatal("servertest: Restart of a server that is running")
 	}
-	s.logs.Reset()
-	cmd := exec.Command(s.bin, "serve", "--host", "127.0.0.1", "--port", strconv.Itoa(s.port), "--metrics-port",
-		"-1", "--admin-port", "-1", "--poll-seconds", "0")
-	cmd.Stdout, cmd.Stderr = &s.logs, &s.logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		s.tb.Fatalf("servertest: starting %s: %v", s.bin, err)
+	adminPort := -1
+	if s.adminPort != 0 {
+		adminPort = s.adminPort
 	}
-	s.cmd, s.done = cmd, make(chan error, 1)
-	go func() { s.done <- cmd.Wait() }()
-	if err := s.waitServing(90 * time.Second); err != nil {
-		s.Kill()
-		s.tb.Fatalf("%v\n%s", err, s.logs.String())
-	}
-}
-
-func (s *Server) waitServing(within time.Duration) error {
-	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	args := append([]string{"serve", "--host", "127.0.0.1", "--port", strconv.Itoa(s.port),
+		"--admin-port", strconv.Itoa(adminPort), "--metrics-port", "-1"}, s.flags...)
+	proc, err := launch(s.bin, args, syscall.SIGKILL)
 	if err != nil {
-		return err
+		s.tb.Fatal(err)
 	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		select {
-		case err := <-s.done:
-			s.done <- err
-			return fmt.Errorf("servertest: %s serve exited (%v)", s.bin, err)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
+	s.proc = proc
+	if err := proc.waitServing(s.Addr(), 90*time.Second); err != nil {
+		s.Kill()
+		s.tb.Fatal(err)
 	}
-	return fmt.Errorf("servertest: %s serve was not SERVING on %s within %v", s.bin, s.Addr(), within)
 }

@@ -1,26 +1,19 @@
 // Package servertest gives the tests that need a real inference server its address: the server named by
 // $DWCP_INFERENCE_TARGET, or else one it starts on the bundled models from `dwcp-inference serve` (the binary
 // named by $DWCP_INFERENCE_BIN, or the repository's .venv/bin/dwcp-inference). Without either, the test fails
-// with a message saying so; it never skips.
+// with a message saying so; it never skips. A test that changes its server (kills it, publishes into its
+// repository, promotes through its admin API) starts one of its own: Start, StartWithAdmin.
 package servertest
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TargetEnv names a running server the tests call; tests/test_go_client.py starts one and sets it.
@@ -33,14 +26,15 @@ var (
 	once    sync.Once
 	target  string
 	failure error
-	server  *exec.Cmd
-	exited  chan error // receives the server's exit
+	server  *process // the server Target started, if any
 )
 
 // Main runs the package's tests and stops the server Target started, if any.
 func Main(m *testing.M) {
 	code := m.Run()
-	stop()
+	if server != nil {
+		server.stop(15 * time.Second)
+	}
 	os.Exit(code)
 }
 
@@ -71,40 +65,29 @@ func findOrStart() (string, error) {
 		return "", err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--metrics-port", "-1",
-		"--admin-port", "-1", "--poll-seconds", "0")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlives the test binary
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("servertest: starting %s: %w", bin, err)
-	}
-	server, exited = cmd, make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	proc, err := launch(bin, []string{"serve", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--metrics-port", "-1", "--admin-port", "-1", "--poll-seconds", "0"},
+		syscall.SIGTERM) // never outlives the test binary
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			server = nil
-			return "", fmt.Errorf("servertest: %s serve exited (%v):\n%s", bin, err, logs.String())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return addr, nil
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := proc.waitServing(addr, 90*time.Second); err != nil {
+		proc.stop(15 * time.Second)
+		return "", err
 	}
-	stop()
-	return "", fmt.Errorf("servertest: %s serve was not SERVING on %s within 90 s:\n%s", bin, addr, logs.String())
+	server = proc
+	return addr, nil
+}
+
+// Binary is the dwcp-inference executable (as Target finds it), for a test that runs its other commands; the
+// test fails saying what to set when there is none.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	bin, err := binary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
 }
 
 // binary is $DWCP_INFERENCE_BIN, or .venv/bin/dwcp-inference in a directory above this one.
@@ -131,27 +114,4 @@ func binary() (string, error) {
 func isFile(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func stop() {
-	if server == nil || server.Process == nil {
-		return
-	}
-	server.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		server.Process.Kill()
-		<-exited
-	}
-	server = nil
 }
