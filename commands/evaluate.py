@@ -83,12 +83,34 @@ def _bandwidth(rt: Any, columns: dict[str, np.ndarray], every_window: bool = Fal
         quantiles=quantiles,
         title=f"{rt.name} v{rt.version}: {what} ({len(rows)} windows over {len(np.unique(links[rows]))} traces; "
               f"MAPE skips outage intervals below {bandwidth.OUTAGE_FLOOR:.0%} of the trace's median)")
+    if answers and answers[0].p10_mbps is not None:  # a served interval: its calibration checked live
+        result["interval"] = _interval_check(rt, nxt["bandwidth_mbps"][rows], answers, result.get("ci95", {}))
+        result["report"] += "\n\n" + result["interval"]["report"]
     for name, field in (("latency_ms", "latency_ms"), ("jitter_ms", "jitter_ms")):  # versions that forecast them
         if field in nxt and any(t.name == field for t in rt.meta.targets):
             y = nxt[field][rows]
             result["rows"][ours][f"{name}_mape_pct"] = mape(y, np.array([getattr(a, name) for a in answers]))
             result["rows"]["last_value"][f"{name}_mape_pct"] = mape(y, wins[field][rows, -1])
     return result
+
+
+def _interval_check(rt: Any, y: np.ndarray, answers: list, ci: dict[str, Any]) -> dict[str, Any]:
+    """The served interval [p10, p90] and confidence against the actuals: the share inside and below p10, live,
+    beside what the version states (its confidence: the share inside on links training held out; below p10: its
+    validation figure, nominally 10%)."""
+    lo, hi = np.array([a.p10_mbps for a in answers]), np.array([a.p90_mbps for a in answers])
+    confidence = float(np.mean([a.confidence for a in answers]))
+    stated = (rt.meta.metrics.get("validation") or {}).get(bandwidth_quantile.OURS, {})
+    rows = {"inside [p10, p90] %": {"stated": confidence * 100, "live": float(np.mean((y >= lo) & (y <= hi)) * 100)},
+            "below p10 %": {"stated": stated.get("below_p10_pct", 10.0), "live": float(np.mean(y < lo) * 100)}}
+    for name, key in (("inside [p10, p90] %", "actual inside [p10, p90] %"), ("below p10 %", "actual below p10 %")):
+        rows[name]["live_ci95"] = (f"{ci[key]['ci95_low']:.1f}-{ci[key]['ci95_high']:.1f}" if key in ci else "-")
+        rows[name]["live_minus_stated"] = rows[name]["live"] - rows[name]["stated"]
+    report = table(f"{rt.name} v{rt.version}: the served interval, live ({len(y)} windows) beside the version's "
+                   f"stated figures (its confidence {confidence:.3f} is the held-out share inside [p10, p90]; below "
+                   "p10: its validation share, nominally 10%)", rows,
+                   ["stated", "live", "live_ci95", "live_minus_stated"])
+    return {"rows": rows, "confidence": confidence, "report": report}
 
 
 def _compression(rt: Any, columns: dict[str, np.ndarray], every_row: bool = False) -> dict[str, Any]:

@@ -237,10 +237,14 @@ def bandwidth_predictions(a: decisions.BandwidthAnswers, ids: Sequence[str],
     """`valid_until`: each item's (seconds, nanos); `now`: the prediction time's."""
     made = Timestamp(seconds=now[0], nanos=now[1])
     columns = (a.bandwidth_mbps, a.latency_ms, a.packet_loss, a.jitter_ms, a.confidence, *valid_until)
-    return [pb.BandwidthPrediction(
+    out = [pb.BandwidthPrediction(
         predicted_bandwidth_mbps=b, predicted_latency_ms=lat, predicted_packet_loss=loss, predicted_jitter_ms=jit,
         confidence=c, valid_until=Timestamp(seconds=s, nanos=n), prediction_time=made, prediction_id=pid)
         for b, lat, loss, jit, c, s, n, pid in zip(*(col.tolist() for col in columns), ids)]
+    if a.p10_mbps is not None:  # a version with quantile outputs: its interval (optional fields, set even at 0)
+        for p, lo, hi in zip(out, a.p10_mbps.tolist(), a.p90_mbps.tolist()):
+            p.predicted_bandwidth_p10_mbps, p.predicted_bandwidth_p90_mbps = lo, hi
+    return out
 
 
 def compression_decisions(a: decisions.CompressionAnswers, ids: Sequence[str]) -> list[pb.CompressionDecision]:

@@ -14,6 +14,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 
+from dwcp_inference.contracts import BANDWIDTH
 from dwcp_inference.features import decode_targets, stack_columns
 
 from .runtime import ModelRuntime
@@ -30,6 +31,8 @@ class BandwidthAnswer:
     jitter_ms: float
     confidence: float
     horizon_seconds: float
+    p10_mbps: float | None = None  # a version with quantile outputs: the interval [p10, p90]
+    p90_mbps: float | None = None
 
 
 @dataclass
@@ -74,7 +77,8 @@ class _Items:
 
 @dataclass
 class BandwidthAnswers(_Items):
-    """[B] float64 columns, in domain units."""
+    """[B] float64 columns, in domain units; `p10_mbps` and `p90_mbps` only from a version with quantile
+    outputs (None otherwise: the answer leaves them out)."""
 
     bandwidth_mbps: np.ndarray
     latency_ms: np.ndarray
@@ -82,13 +86,16 @@ class BandwidthAnswers(_Items):
     jitter_ms: np.ndarray
     confidence: np.ndarray
     horizon_seconds: float
+    p10_mbps: np.ndarray | None = None
+    p90_mbps: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.bandwidth_mbps)
 
     def item(self, i: int) -> BandwidthAnswer:
+        interval = (None, None) if self.p10_mbps is None else (float(self.p10_mbps[i]), float(self.p90_mbps[i]))
         return BandwidthAnswer(float(self.bandwidth_mbps[i]), float(self.latency_ms[i]), float(self.packet_loss[i]),
-                               float(self.jitter_ms[i]), float(self.confidence[i]), self.horizon_seconds)
+                               float(self.jitter_ms[i]), float(self.confidence[i]), self.horizon_seconds, *interval)
 
 
 @dataclass
@@ -218,12 +225,31 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> BandwidthA
         if name not in pred:                                                   # those keep their last value
             last = columns.get(name)
             pred[name] = np.zeros(len(x)) if last is None else np.asarray(last, dtype=np.float64)[:, -1]
+    base, horizon = rt.constants("bandwidth", lambda: _bandwidth_constants(rt.meta.decision))
+    point = [_f64(pred[n]) for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")]
+    coverage, = rt.constants("bandwidth interval", lambda: (interval_coverage(rt.meta),))  # cached, None too
+    if coverage is not None:  # calibrated: the version's held-out share of actuals inside [p10, p90]
+        return BandwidthAnswers(*point, np.full(len(x), coverage), horizon,
+                                _f64(pred[QUANTILE_TARGETS[0]]), _f64(pred[QUANTILE_TARGETS[1]]))
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
     mean = np.add.reduce(bw, axis=1) / bw.shape[1]
     cv = np.sqrt(np.maximum(np.add.reduce(bw * bw, axis=1) / bw.shape[1] - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
-    base, horizon = rt.constants("bandwidth", lambda: _bandwidth_constants(rt.meta.decision))
-    return BandwidthAnswers(*(_f64(pred[n]) for n in ("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms")),
-                            _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), horizon)
+    return BandwidthAnswers(*point, _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), horizon)
+
+
+QUANTILE_TARGETS = BANDWIDTH.interval  # p10 and p90: the targets of the interval a version may answer
+
+
+def interval_coverage(meta) -> float | None:
+    """A version's calibrated confidence: the share of held-out actuals inside its [p10, p90] (metadata
+    decision.interval_coverage, measured on links training held out), where it has both quantile outputs and that
+    figure; None otherwise (the version answers no interval, and the confidence is 1 - validation MAPE over
+    1 + the window's coefficient of variation, as before)."""
+    names = {t.name for t in meta.targets}
+    coverage = meta.decision.get("interval_coverage")
+    if not set(QUANTILE_TARGETS) <= names or coverage is None:
+        return None
+    return min(max(float(coverage), 0.0), 1.0)
 
 
 def _bandwidth_constants(d: Mapping) -> tuple[float, float]:

@@ -91,7 +91,8 @@ class BandwidthReply(Reply):
         return native.encode_bandwidth(
             self.rt.name, self.rt.version, ids,
             [_b(c, np.float64) for c in (a.bandwidth_mbps, a.latency_ms, a.packet_loss, a.jitter_ms, a.confidence)],
-            _b(self.valid_until[0], np.int64), _b(self.valid_until[1], np.int32), *self.now)
+            _b(self.valid_until[0], np.int64), _b(self.valid_until[1], np.int32), *self.now,
+            None if a.p10_mbps is None else [_b(a.p10_mbps, np.float64), _b(a.p90_mbps, np.float64)])
 
 
 def bandwidth(rt: ModelRuntime, single: bool, answers: decisions.BandwidthAnswers, base: np.ndarray,

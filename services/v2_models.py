@@ -13,6 +13,7 @@ import numpy as np
 
 from dwcp_inference.api import inference_pb2 as pb
 
+from .decisions import interval_coverage
 from .errors import InvalidInput, shown
 
 CUSTOM = "custom."  # a raw field custom.<name> travels in the typed message's `custom` map
@@ -207,10 +208,13 @@ class Bandwidth(ModelForm):
         return [Tensor(f, INTEGER_FIELDS.get(f, "FP64"), (-1, -1), f in reads)
                 for f in _declared_first(reads, self.FIELDS)]
 
+    INTERVAL = ("predicted_bandwidth_p10_mbps", "predicted_bandwidth_p90_mbps")  # a version with quantiles only
+
     def outputs(self, meta):
+        interval = self.INTERVAL if interval_coverage(meta) is not None else ()
         return [Tensor(n, "FP64", (-1,)) for n in ("predicted_bandwidth_mbps", "predicted_latency_ms",
                                                    "predicted_packet_loss", "predicted_jitter_ms", "confidence",
-                                                   "valid_until", "prediction_time")] + [
+                                                   "valid_until", "prediction_time", *interval)] + [
             Tensor("prediction_id", "BYTES", (-1,))]
 
     def request(self, cols, selector):
@@ -227,7 +231,9 @@ class Bandwidth(ModelForm):
                 "confidence": [x.confidence for x in p],
                 "valid_until": [_seconds(x.valid_until) for x in p],
                 "prediction_time": [_seconds(x.prediction_time) for x in p],
-                "prediction_id": [x.prediction_id for x in p]}
+                "prediction_id": [x.prediction_id for x in p],
+                # outputs only of a version with quantiles (`outputs`), whose answers always carry them
+                **{n: [getattr(x, n) for x in p] for n in self.INTERVAL}}
 
 
 class Compression(ModelForm):

@@ -5,6 +5,7 @@ extension never failing on hostile bytes."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -510,3 +511,29 @@ def test_the_python_path_answers_every_rpc_without_the_extension(monkeypatch):
                 assert status == "OK", (rpc, answer)
     finally:
         running.stop(0)
+
+
+# ------------------------------------------------------------------ bandwidth quantiles (issue 18)
+
+# sha256 of the bundled bandwidth version's responses to the requests below (fixed ids and time), taken before
+# the quantiles were served: a version without quantile outputs answers exactly as it did.
+BUNDLED_BANDWIDTH_SHA256 = "085d4da30099b0dc4b0bac8083190f1981f0860b1c4d921863a8befbcb97bd46"
+
+
+def test_a_version_without_quantiles_answers_byte_for_byte_as_before(inference, native, monkeypatch):
+    from dwcp_inference.services import convert
+    monkeypatch.setattr(convert, "now", lambda: NOW)
+
+    def sign(model, version, predicted, native=None):
+        return [f"id-{k}" for k in range(len(predicted))]
+
+    digest, answered = hashlib.sha256(), 0
+    for rpc, data in _vector_requests() + valid_requests(random.Random(0)):
+        if not rpc.startswith("PredictBandwidth"):
+            continue
+        encoded = _reply(inference, "native", rpc, data).render(sign, native)
+        assert encoded == _reply(inference, "python", rpc, data).render(sign).SerializeToString()
+        digest.update(encoded)
+        answered += 1
+    assert answered >= 8
+    assert digest.hexdigest() == BUNDLED_BANDWIDTH_SHA256

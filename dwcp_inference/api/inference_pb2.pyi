@@ -100,7 +100,7 @@ class PredictBandwidthRequest(_message.Message):
     def __init__(self, history: _Optional[_Union[LinkHistory, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
 
 class BandwidthPrediction(_message.Message):
-    __slots__ = ("predicted_bandwidth_mbps", "predicted_latency_ms", "predicted_packet_loss", "predicted_jitter_ms", "confidence", "valid_until", "prediction_time", "prediction_id")
+    __slots__ = ("predicted_bandwidth_mbps", "predicted_latency_ms", "predicted_packet_loss", "predicted_jitter_ms", "confidence", "valid_until", "prediction_time", "prediction_id", "predicted_bandwidth_p10_mbps", "predicted_bandwidth_p90_mbps")
     PREDICTED_BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_PACKET_LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class BandwidthPrediction(_message.Message):
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_TIME_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_BANDWIDTH_P10_MBPS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_BANDWIDTH_P90_MBPS_FIELD_NUMBER: _ClassVar[int]
     predicted_bandwidth_mbps: float
     predicted_latency_ms: float
     predicted_packet_loss: float
@@ -117,7 +119,9 @@ class BandwidthPrediction(_message.Message):
     valid_until: _timestamp_pb2.Timestamp
     prediction_time: _timestamp_pb2.Timestamp
     prediction_id: str
-    def __init__(self, predicted_bandwidth_mbps: _Optional[float] = ..., predicted_latency_ms: _Optional[float] = ..., predicted_packet_loss: _Optional[float] = ..., predicted_jitter_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prediction_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    predicted_bandwidth_p10_mbps: float
+    predicted_bandwidth_p90_mbps: float
+    def __init__(self, predicted_bandwidth_mbps: _Optional[float] = ..., predicted_latency_ms: _Optional[float] = ..., predicted_packet_loss: _Optional[float] = ..., predicted_jitter_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prediction_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prediction_id: _Optional[str] = ..., predicted_bandwidth_p10_mbps: _Optional[float] = ..., predicted_bandwidth_p90_mbps: _Optional[float] = ...) -> None: ...
 
 class PredictBandwidthResponse(_message.Message):
     __slots__ = ("prediction", "model")

@@ -60,6 +60,9 @@ class ModelContract:
     decision: tuple[str, ...]  # the answer fields the decision gives (codec choices: codec-level)
     window: int = 0  # samples per item the default model reads (0: one per item)
     flat: tuple[str, ...] = ()  # numeric fields in the order of a flat feature slice (the Go ModelInferenceClient)
+    # Targets a version may have beyond `decision` that the answer carries when the version has all of them (and
+    # its calibration, decision.interval_coverage): the bandwidth interval [p10, p90] (docs/protos.md).
+    interval: tuple[str, ...] = ()
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -115,7 +118,8 @@ BANDWIDTH = ModelContract(
               Feature("dow_sin", "day_of_week", "sin", period=7), Feature("dow_cos", "day_of_week", "cos", period=7)),
     targets=(Target("bandwidth_mbps", "log1p", min=0.0), Target("latency_ms", "log1p", min=0.0),
              Target("packet_loss", "log", min=0.0, max=1.0), Target("jitter_ms", "log1p", min=0.0)),
-    decision=("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"))
+    decision=("bandwidth_mbps", "latency_ms", "packet_loss", "jitter_ms"),
+    interval=("bandwidth_mbps_p10", "bandwidth_mbps_p90"))  # answered as predicted_bandwidth_p10/_p90_mbps
 
 CODEC_CHOICES = (("none", 0), ("lz4", 0), ("zstd", 1), ("zstd", 3), ("zstd", 9), ("zstd", 19))
 

@@ -14,6 +14,10 @@ def _camel(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in name.split("_"))
 
 
+def _quoted(text: str) -> str:
+    return f'"{text}"'
+
+
 def _go_range(f: Field) -> str:
     if f.kind == CATEGORY:
         return f"{{0, {len(f.vocabulary) - 1}}}"
@@ -50,4 +54,8 @@ def go_source() -> str:
                 f"var {prefix}Fields = [{prefix}Width]string{{{names}}}", "",
                 f"// {prefix}Ranges are those values' valid ranges (a category's: its indices).",
                 f"var {prefix}Ranges = [{prefix}Width]FieldRange{{{', '.join(_go_range(f) for f in fields)}}}", ""]
+        if c.interval:
+            out += [f"// {prefix}Interval are the targets of the interval a {c.name} version with them answers.",
+                    f"var {prefix}Interval = [{len(c.interval)}]string{{{', '.join(map(_quoted, c.interval))}}}",
+                    ""]
     return "\n".join(out)

@@ -33,8 +33,10 @@ fn answer<'py>(py: Python<'py>, encoded: Result<Vec<u8>, String>) -> PyResult<Bo
 }
 
 /// encode_bandwidth(model, version, ids, [bandwidth, latency, loss, jitter, confidence] f64 bytes,
-/// valid_until seconds i64 bytes, nanos i32 bytes, now_seconds, now_nanos) -> the response's bytes.
+/// valid_until seconds i64 bytes, nanos i32 bytes, now_seconds, now_nanos, [p10, p90] f64 bytes or None: a
+/// version without quantile outputs) -> the response's bytes.
 #[pyfunction]
+#[pyo3(signature = (model, version, ids, values, valid_seconds, valid_nanos, now_seconds, now_nanos, interval=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn encode_bandwidth<'py>(
     py: Python<'py>,
@@ -46,7 +48,11 @@ pub fn encode_bandwidth<'py>(
     valid_nanos: &[u8],
     now_seconds: i64,
     now_nanos: i32,
+    interval: Option<[Bound<'py, PyBytes>; 2]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let bounds = interval
+        .map(|[p10, p90]| -> PyResult<_> { Ok((f64s("p10", p10.as_bytes())?, f64s("p90", p90.as_bytes())?)) })
+        .transpose()?;
     let cols = values
         .iter()
         .map(|v| f64s("values", v.as_bytes()))
@@ -62,6 +68,7 @@ pub fn encode_bandwidth<'py>(
             &secs,
             &nanos,
             (now_seconds, now_nanos),
+            bounds.as_ref().map(|(p10, p90)| [&p10[..], &p90[..]]),
         ),
     )
 }

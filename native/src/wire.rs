@@ -17,6 +17,11 @@ impl Writer {
             self.0.extend_from_slice(&v.to_le_bytes());
         }
     }
+    /// A proto3 `optional double` that is set: written whatever its value (0.0 included).
+    fn double_set(&mut self, tag: u32, v: f64) {
+        encode_key(tag, WireType::SixtyFourBit, &mut self.0);
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
     fn varint(&mut self, tag: u32, v: u64) {
         if v != 0 {
             encode_key(tag, WireType::Varint, &mut self.0);
@@ -81,7 +86,8 @@ fn check_indexes(name: &str, index: &[i64], len: usize) -> Result<(), String> {
 }
 
 /// PredictBandwidth(Batch)Response. `values`: bandwidth, latency, loss, jitter, confidence, one per id;
-/// `valid_until` and `now`: (seconds, nanos).
+/// `valid_until` and `now`: (seconds, nanos); `interval`: p10 and p90, one per id, from a version with quantile
+/// outputs (fields 9 and 10, proto3 optional: written even at 0), None from one without (left out).
 pub fn bandwidth(
     model: &Model,
     ids: &[String],
@@ -89,6 +95,7 @@ pub fn bandwidth(
     valid_seconds: &[i64],
     valid_nanos: &[i32],
     now: (i64, i32),
+    interval: Option<[&[f64]; 2]>,
 ) -> Result<Vec<u8>, String> {
     let n = ids.len();
     for (v, name) in values
@@ -99,7 +106,11 @@ pub fn bandwidth(
     }
     check_len("valid_seconds", valid_seconds.len(), Some(n))?;
     check_len("valid_nanos", valid_nanos.len(), Some(n))?;
-    let mut w = Writer(Vec::with_capacity(n * 110 + 32));
+    if let Some([p10, p90]) = interval {
+        check_len("p10", p10.len(), Some(n))?;
+        check_len("p90", p90.len(), Some(n))?;
+    }
+    let mut w = Writer(Vec::with_capacity(n * 128 + 32));
     for (i, id) in ids.iter().enumerate() {
         w.message(1, |p| {
             for (k, col) in values.iter().enumerate() {
@@ -108,6 +119,10 @@ pub fn bandwidth(
             timestamp(p, 6, valid_seconds[i], valid_nanos[i]);
             timestamp(p, 7, now.0, now.1);
             p.string(8, id);
+            if let Some([p10, p90]) = interval {
+                p.double_set(9, p10[i]);
+                p.double_set(10, p90[i]);
+            }
         });
     }
     model_ref(&mut w, model);

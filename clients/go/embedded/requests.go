@@ -312,8 +312,9 @@ func (r *Runtime) bandwidth(ctx context.Context, histories []*pb.LinkHistory, se
 		if err := rule.answer(v, b, i, p); err != nil {
 			return nil, nil, err
 		}
-		base := nowSeconds
 		samples := h.GetSamples()
+		rule.lastSent(p, samples[len(samples)-1])
+		base := nowSeconds
 		if ts := samples[len(samples)-1].GetTimestamp(); ts != nil {
 			base = float64(ts.GetSeconds()) + float64(ts.GetNanos())/1e9
 		}

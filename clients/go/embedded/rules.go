@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/inference"
 )
 
 // The decision rules of services/decisions.py, from each version's metadata `decision`, prepared at load.
@@ -33,7 +34,14 @@ type bandwidthRule struct {
 	base       float64
 	horizon    float64
 	checkedOut []int // the outputs whose values must be finite (the model's outputs, not the features)
+	// A version with quantile outputs (decisions.interval_coverage): the targets of p10 and p90, and its held-out
+	// share of actuals inside [p10, p90], which is its confidence. interval[0] < 0: no interval.
+	interval [2]int
+	coverage float64
 }
+
+// intervalTargets are the quantile outputs a bandwidth version may answer as its interval (the contract's).
+var intervalTargets = inference.BandwidthSampleInterval
 
 type compressionRule struct {
 	out     int
@@ -93,7 +101,21 @@ func parseRule(model string, m *metadata, outputIndex func(string) int) (any, er
 				}
 			}
 		}
-		if r.bandwidth < 0 {
+		r.interval = [2]int{-1, -1}
+		if coverage := num("interval_coverage", math.NaN()); !math.IsNaN(coverage) {
+			for i, name := range intervalTargets {
+				for k, t := range m.Targets {
+					if t.Name == name {
+						r.interval[i] = k
+					}
+				}
+			}
+			if r.interval[0] < 0 || r.interval[1] < 0 {
+				r.interval = [2]int{-1, -1}
+			}
+			r.coverage = math.Min(math.Max(coverage, 0), 1)
+		}
+		if r.bandwidth < 0 && r.interval[0] < 0 {
 			return nil, fmt.Errorf("the model takes no bandwidth_mbps (the confidence needs it)")
 		}
 		return r, nil
@@ -236,10 +258,50 @@ func rankDescending(order []int, key func(int) float64) {
 	}
 }
 
+// decoded is target ti of item i in domain units (features.decode_targets), or an INTERNAL error if not finite.
+func (r *bandwidthRule) decoded(v *version, b *binding, i, ti int) (float64, error) {
+	t := r.target[ti]
+	y := b.value(r.out, i*v.outputs[r.out].width+ti)*t.Std + t.Mean
+	switch t.Transform {
+	case "log1p":
+		y = math.Expm1(y)
+	case "log":
+		y = math.Exp(y)
+	}
+	if t.Min != nil && y < *t.Min {
+		y = *t.Min
+	}
+	if t.Max != nil && y > *t.Max {
+		y = *t.Max
+	}
+	if math.IsNaN(y) || math.IsInf(y, 0) {
+		return 0, status.Errorf(codes.Internal, "%s v%s: the model gave a non-finite output (%s) for item(s) %d "+
+			"of this call; no answer is given", v.model, v.meta.Version, t.Name, i)
+	}
+	return y, nil
+}
+
+// lastSent gives the names the version neither predicts nor reads the value of the item's last sample as sent
+// (decisions.bandwidth: the server's columns hold every field of the request), after answer.
+func (r *bandwidthRule) lastSent(p *pb.BandwidthPrediction, last *pb.NetworkSample) {
+	for k, ti := range r.targets {
+		if ti >= 0 || r.lastInput[k] >= 0 {
+			continue
+		}
+		switch bandwidthTargets[k] {
+		case "latency_ms":
+			p.PredictedLatencyMs = last.GetLatencyMs()
+		case "packet_loss":
+			p.PredictedPacketLoss = last.GetPacketLoss()
+		case "jitter_ms":
+			p.PredictedJitterMs = last.GetJitterMs()
+		}
+	}
+}
+
 // bandwidth answers item i (decisions.bandwidth).
 func (r *bandwidthRule) answer(v *version, b *binding, i int, p *pb.BandwidthPrediction) error {
 	var pred [4]float64
-	w := v.outputs[r.out].width
 	for k, ti := range r.targets {
 		if ti < 0 {
 			if in := r.lastInput[k]; in >= 0 {
@@ -248,26 +310,28 @@ func (r *bandwidthRule) answer(v *version, b *binding, i int, p *pb.BandwidthPre
 			}
 			continue
 		}
-		t := r.target[ti]
-		y := b.value(r.out, i*w+ti)*t.Std + t.Mean
-		switch t.Transform {
-		case "log1p":
-			y = math.Expm1(y)
-		case "log":
-			y = math.Exp(y)
-		}
-		if t.Min != nil && y < *t.Min {
-			y = *t.Min
-		}
-		if t.Max != nil && y > *t.Max {
-			y = *t.Max
-		}
-		if math.IsNaN(y) || math.IsInf(y, 0) {
-			return status.Errorf(codes.Internal, "%s v%s: the model gave a non-finite output (%s) for item(s) %d "+
-				"of this call; no answer is given", v.model, v.meta.Version, t.Name, i)
+		y, err := r.decoded(v, b, i, ti)
+		if err != nil {
+			return err
 		}
 		pred[k] = y
 	}
+	p.PredictedBandwidthMbps, p.PredictedLatencyMs, p.PredictedPacketLoss, p.PredictedJitterMs = pred[0], pred[1],
+		pred[2], pred[3]
+	if r.interval[0] >= 0 { // calibrated: the held-out share of actuals inside [p10, p90]
+		lo, err := r.decoded(v, b, i, r.interval[0])
+		if err != nil {
+			return err
+		}
+		hi, err := r.decoded(v, b, i, r.interval[1])
+		if err != nil {
+			return err
+		}
+		p.PredictedBandwidthP10Mbps, p.PredictedBandwidthP90Mbps = &lo, &hi
+		p.Confidence = r.coverage
+		return nil
+	}
+	p.PredictedBandwidthP10Mbps, p.PredictedBandwidthP90Mbps = nil, nil
 	width := v.inputs[r.bandwidth].width
 	bw := b.f64[r.bandwidth][i*width : (i+1)*width]
 	mean := pairwiseSum(bw) / float64(width)
@@ -275,10 +339,7 @@ func (r *bandwidthRule) answer(v *version, b *binding, i int, p *pb.BandwidthPre
 	squares := squaresScratch(bw)
 	sq = pairwiseSum(squares) / float64(width)
 	cv := math.Sqrt(math.Max(sq-mean*mean, 0)) / math.Max(mean, 1e-9)
-	confidence := math.Min(math.Max(r.base/(1+cv), 0), 1)
-	p.PredictedBandwidthMbps, p.PredictedLatencyMs, p.PredictedPacketLoss, p.PredictedJitterMs = pred[0], pred[1],
-		pred[2], pred[3]
-	p.Confidence = confidence
+	p.Confidence = math.Min(math.Max(r.base/(1+cv), 0), 1)
 	return nil
 }
 

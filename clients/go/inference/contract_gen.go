@@ -24,6 +24,9 @@ var BandwidthSampleFields = [BandwidthSampleWidth]string{"bandwidth_mbps", "late
 // BandwidthSampleRanges are those values' valid ranges (a category's: its indices).
 var BandwidthSampleRanges = [BandwidthSampleWidth]FieldRange{{0.0, 10000000.0}, {0.0, 1000000.0}, {0.0, 1.0}, {0.0, 1000000.0}, {0.0, 23.0}, {0.0, 6.0}}
 
+// BandwidthSampleInterval are the targets of the interval a bandwidth_predictor version with them answers.
+var BandwidthSampleInterval = [2]string{"bandwidth_mbps_p10", "bandwidth_mbps_p90"}
+
 // compression_selector (SelectCompression): the values of a flat slice, one item.
 const CompressionWidth = 7
 

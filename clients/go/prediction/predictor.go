@@ -92,6 +92,7 @@ func (p *LSTMPredictor) Predict(history []NetworkSample) (*BandwidthPrediction, 
 		Confidence: r.GetConfidence(), ValidUntil: r.GetValidUntil().AsTime(),
 		ModelVersion:   resp.GetModel().GetName() + ":" + resp.GetModel().GetVersion(),
 		PredictionTime: r.GetPredictionTime().AsTime(), Source: source,
+		LowerMbps: r.PredictedBandwidthP10Mbps, UpperMbps: r.PredictedBandwidthP90Mbps,
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

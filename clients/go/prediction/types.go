@@ -38,6 +38,12 @@ type BandwidthPrediction struct {
 	// Source says what answered: the model in-process, the service, or DWCP's rule (an addition to DWCP's
 	// type: code that builds the type with field names, as DWCP's does, compiles unchanged).
 	Source inference.Source `json:"source,omitempty"`
+	// LowerMbps and UpperMbps are the interval [p10, p90] of a version with quantile outputs (additions to
+	// DWCP's type): the next bandwidth falls below LowerMbps about 10% of the time, and inside the interval
+	// about Confidence of the time (that version's held-out share). Nil when the answer has no interval (a
+	// version without quantiles, DWCP's rule).
+	LowerMbps *float64 `json:"lower_mbps,omitempty"`
+	UpperMbps *float64 `json:"upper_mbps,omitempty"`
 }
 
 // PredictorMetrics summarises a predictor's use and accuracy (DWCP's type, verbatim).

@@ -52,13 +52,21 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let v: Vec<Vec<f64>> = (0..5).map(|_| column(u, n)).collect::<Result<_>>()?;
             let (secs, nanos) = (column::<i64>(u, n)?, column::<i32>(u, n)?);
             let now = (u.arbitrary()?, u.arbitrary()?);
-            let Ok(bytes) = wire::bandwidth(&model, &ids, [&v[0], &v[1], &v[2], &v[3], &v[4]], &secs, &nanos, now)
+            let interval: Option<Vec<Vec<f64>>> = if u.arbitrary()? {
+                Some((0..2).map(|_| column(u, n)).collect::<Result<_>>()?)
+            } else {
+                None
+            };
+            let bounds = interval.as_ref().map(|c| [&c[0][..], &c[1][..]]);
+            let Ok(bytes) = wire::bandwidth(&model, &ids, [&v[0], &v[1], &v[2], &v[3], &v[4]], &secs, &nanos, now, bounds)
             else {
                 return Ok(());
             };
             let r = proto::PredictBandwidthBatchResponse::decode(&bytes[..]).expect("bandwidth bytes parse");
             for (p, i) in r.predictions.iter().zip(0..) {
                 assert_eq!(p.predicted_bandwidth_mbps.to_bits(), v[0][i].to_bits());
+                assert_eq!(p.predicted_bandwidth_p10_mbps.map(f64::to_bits), bounds.map(|c| c[0][i].to_bits()));
+                assert_eq!(p.predicted_bandwidth_p90_mbps.map(f64::to_bits), bounds.map(|c| c[1][i].to_bits()));
                 assert_eq!(p.valid_until.as_ref().unwrap().seconds, secs[i]);
             }
             parsed_ids = r.predictions.into_iter().map(|p| p.prediction_id).collect();

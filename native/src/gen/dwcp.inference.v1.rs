@@ -72,6 +72,14 @@ pub struct BandwidthPrediction {
     pub prediction_time: ::core::option::Option<::prost_types::Timestamp>,
     #[prost(string, tag = "8")]
     pub prediction_id: ::prost::alloc::string::String,
+    /// A version with quantile outputs (docs/protos.md, "Bandwidth interval") also answers its p10 and p90 forecasts,
+    /// Mbit/s: the next interval's bandwidth falls below p10 about 10% of the time and inside \[p10, p90\] about
+    /// `confidence` of the time (that version's confidence is the held-out share of actuals inside the interval).
+    /// Absent (not 0) when the version has no quantile outputs.
+    #[prost(double, optional, tag = "9")]
+    pub predicted_bandwidth_p10_mbps: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "10")]
+    pub predicted_bandwidth_p90_mbps: ::core::option::Option<f64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PredictBandwidthResponse {

@@ -512,8 +512,14 @@ type BandwidthPrediction struct {
 	ValidUntil             *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
 	PredictionTime         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=prediction_time,json=predictionTime,proto3" json:"prediction_time,omitempty"`
 	PredictionId           string                 `protobuf:"bytes,8,opt,name=prediction_id,json=predictionId,proto3" json:"prediction_id,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// A version with quantile outputs (docs/protos.md, "Bandwidth interval") also answers its p10 and p90 forecasts,
+	// Mbit/s: the next interval's bandwidth falls below p10 about 10% of the time and inside [p10, p90] about
+	// `confidence` of the time (that version's confidence is the held-out share of actuals inside the interval).
+	// Absent (not 0) when the version has no quantile outputs.
+	PredictedBandwidthP10Mbps *float64 `protobuf:"fixed64,9,opt,name=predicted_bandwidth_p10_mbps,json=predictedBandwidthP10Mbps,proto3,oneof" json:"predicted_bandwidth_p10_mbps,omitempty"`
+	PredictedBandwidthP90Mbps *float64 `protobuf:"fixed64,10,opt,name=predicted_bandwidth_p90_mbps,json=predictedBandwidthP90Mbps,proto3,oneof" json:"predicted_bandwidth_p90_mbps,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *BandwidthPrediction) Reset() {
@@ -600,6 +606,20 @@ func (x *BandwidthPrediction) GetPredictionId() string {
 		return x.PredictionId
 	}
 	return ""
+}
+
+func (x *BandwidthPrediction) GetPredictedBandwidthP10Mbps() float64 {
+	if x != nil && x.PredictedBandwidthP10Mbps != nil {
+		return *x.PredictedBandwidthP10Mbps
+	}
+	return 0
+}
+
+func (x *BandwidthPrediction) GetPredictedBandwidthP90Mbps() float64 {
+	if x != nil && x.PredictedBandwidthP90Mbps != nil {
+		return *x.PredictedBandwidthP90Mbps
+	}
+	return 0
 }
 
 type PredictBandwidthResponse struct {
@@ -2677,7 +2697,7 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	"\asamples\x18\x01 \x03(\v2 .dwcp.inference.v1.NetworkSampleR\asamples\"\x8b\x01\n" +
 	"\x17PredictBandwidthRequest\x128\n" +
 	"\ahistory\x18\x01 \x01(\v2\x1e.dwcp.inference.v1.LinkHistoryR\ahistory\x126\n" +
-	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\xac\x03\n" +
+	"\x05model\x18\x02 \x01(\v2 .dwcp.inference.v1.ModelSelectorR\x05model\"\xfa\x04\n" +
 	"\x13BandwidthPrediction\x128\n" +
 	"\x18predicted_bandwidth_mbps\x18\x01 \x01(\x01R\x16predictedBandwidthMbps\x120\n" +
 	"\x14predicted_latency_ms\x18\x02 \x01(\x01R\x12predictedLatencyMs\x122\n" +
@@ -2689,7 +2709,12 @@ const file_dwcp_inference_v1_inference_proto_rawDesc = "" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12C\n" +
 	"\x0fprediction_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0epredictionTime\x12#\n" +
-	"\rprediction_id\x18\b \x01(\tR\fpredictionId\"\x95\x01\n" +
+	"\rprediction_id\x18\b \x01(\tR\fpredictionId\x12D\n" +
+	"\x1cpredicted_bandwidth_p10_mbps\x18\t \x01(\x01H\x00R\x19predictedBandwidthP10Mbps\x88\x01\x01\x12D\n" +
+	"\x1cpredicted_bandwidth_p90_mbps\x18\n" +
+	" \x01(\x01H\x01R\x19predictedBandwidthP90Mbps\x88\x01\x01B\x1f\n" +
+	"\x1d_predicted_bandwidth_p10_mbpsB\x1f\n" +
+	"\x1d_predicted_bandwidth_p90_mbps\"\x95\x01\n" +
 	"\x18PredictBandwidthResponse\x12F\n" +
 	"\n" +
 	"prediction\x18\x01 \x01(\v2&.dwcp.inference.v1.BandwidthPredictionR\n" +
@@ -3030,6 +3055,7 @@ func file_dwcp_inference_v1_inference_proto_init() {
 	if File_dwcp_inference_v1_inference_proto != nil {
 		return
 	}
+	file_dwcp_inference_v1_inference_proto_msgTypes[5].OneofWrappers = []any{}
 	file_dwcp_inference_v1_inference_proto_msgTypes[10].OneofWrappers = []any{}
 	file_dwcp_inference_v1_inference_proto_msgTypes[34].OneofWrappers = []any{
 		(*ReportOutcomeRequest_ActualNetwork)(nil),
