@@ -103,7 +103,15 @@ def _format(m) -> str:
         live = " ".join(f"{k}={x:.4g}" for k, x in sorted(v.live_accuracy.items()))
         extra = f"  {v.reason}" if v.reason else f"  {v.framework}  {v.created_at}  {v.data_source}"
         lines.append(f"  v{v.version:<4} {v.state:<8} {','.join(v.labels) or '-':<14}"
+                     f"{(' stage: ' + v.stage) if v.stage else ''}"
                      f"{(' live: ' + live + f' ({v.outcomes} outcomes)') if live else ''}{extra}")
+    for c in m.shadow:  # continuous training: the candidate against the versions that answered
+        paired = (f"mean difference {c.mean_difference:+.3g} pp (sd {c.variance_difference ** 0.5:.3g})"
+                  if m.name == "bandwidth_predictor" else
+                  f"only champion right {c.only_champion_right}, only candidate right {c.only_candidate_right}")
+        lines.append(f"  shadow: v{c.candidate} beside v{c.champion or '-'}: {c.outcomes} paired outcomes, {paired}; "
+                     f"calls shadowed {c.shadowed}, skipped {c.skipped}, failed {c.failed}, "
+                     f"unmatched outcomes {c.unmatched}")
     return "\n".join(lines)
 
 

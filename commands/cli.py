@@ -22,6 +22,7 @@ EXTRAS = {  # command: (extra, modules it needs); checked before any work starts
     "train": ("train", ("torch", "sklearn", "skl2onnx", "onnx")),
     "tune": ("train", ("torch", "sklearn", "optuna")),
     "evaluate": ("train", ("torch", "sklearn")),
+    "continuous": ("train", ("torch", "sklearn", "mlflow", "sqlalchemy", "scipy")),
 }
 
 
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dwcp_inference.commands import admin_cli
 
     admin_cli.add_parser(sub)
+    from dwcp_inference.commands import continuous
+
+    continuous.add_parser(sub)
     v = sub.add_parser("verify", help="load and verify every version of a repository, as the server would",
                        description="Load and verify every version of a repository (sha256, test vectors) as the "
                                    "server would, and print what loads and what is refused. Exit 1 if any "
@@ -483,6 +487,12 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _continuous(args: argparse.Namespace) -> int:
+    from dwcp_inference.commands import continuous
+
+    return continuous.run(args)
+
+
 def _models(args: argparse.Namespace) -> int:
     from dwcp_inference.commands import admin_cli
 
@@ -499,7 +509,7 @@ def _health_service(value: str) -> str:
 
 COMMANDS = {"serve": _serve, "train": _train, "evaluate": _evaluate, "verify": _verify, "health": _health,
             "tune": _tune, "fuzz": _fuzz, "soak": _soak, "import": _import,
-            "models": _models}
+            "models": _models, "continuous": _continuous}
 
 
 if __name__ == "__main__":

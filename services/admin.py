@@ -14,7 +14,7 @@ from dwcp_inference.api import admin_pb2_grpc as apb_grpc
 from .audit import audited
 from .errors import InvalidInput, ModelNotFound
 from .outcomes import OutcomeTracker
-from .policy import Policy
+from .policy import STAGES, Policy
 from .repository import Repository
 from .servicers import rpc
 
@@ -36,7 +36,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         for label, version in policy.labels.items():
             labels_of.setdefault(version, []).append(label)
         out = apb.ModelStatus(name=model, labels=policy.labels, split=policy.split, keep_latest=policy.keep_latest,
-                              policy_error=self.repo.policy_error(model))
+                              policy_error=self.repo.policy_error(model), pinned=policy.pinned)
         rows = []
         for version, rt in versions.items():
             live, count = self.outcomes.live(model, version)
@@ -45,12 +45,18 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                 labels=sorted(labels_of.get(version, [])),
                 framework=f"{rt.meta.framework.get('name', '')} {rt.meta.framework.get('version', '')}".strip(),
                 created_at=str(rt.meta.training.get("created_at", "")),
-                data_source=str(rt.meta.training.get("data_source", "")), live_accuracy=live, outcomes=count))
+                data_source=str(rt.meta.training.get("data_source", "")), live_accuracy=live, outcomes=count,
+                stage=policy.stages.get(version, "")))
         rows += [apb.VersionStatus(version=r.version, state="refused", reason=r.reason,
-                                   labels=sorted(labels_of.get(r.version, [])))
+                                   labels=sorted(labels_of.get(r.version, [])), stage=policy.stages.get(r.version, ""))
                  for r in self.repo.refused if r.model == model]
         out.versions.extend(sorted(rows, key=lambda r: int(r.version), reverse=True))
+        out.shadow.extend(self._comparisons(model))
         return out
+
+    def _comparisons(self, model: str) -> list[apb.ShadowComparison]:
+        shadow = getattr(self.outcomes, "shadow", None)
+        return [apb.ShadowComparison(**c) for c in (shadow.comparisons(model) if shadow else [])]
 
     def _changed(self, model: str) -> apb.ModelStatus:
         self.on_change()  # the server's refresh, which also releases what unloaded versions held
@@ -151,3 +157,24 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
         self.repo.change_policy(request.model, split)
         return self._changed(request.model)
+
+    @audited("stage")
+    @rpc
+    def SetStage(self, request: apb.SetStageRequest, context) -> apb.ModelStatus:
+        self._check(request.model)
+        if request.stage not in STAGES:
+            raise InvalidInput(f"stage: expected one of {[s for s in STAGES if s]}, got {request.stage!r}")
+        if not (request.version.isdigit() and (self.repo.root / request.model / request.version).is_dir()):
+            raise ModelNotFound(f"version: {request.model} has no version {request.version!r} on disk")
+        reason = self.repo.verify(request.model, request.version) if request.stage in ("staging", "production") \
+            else ""
+        if reason:  # before the change: a refused version does not enter staging or production
+            raise InvalidInput(f"version: {request.model} version {request.version} was refused: {reason}")
+        self.repo.change_policy(request.model, lambda p: p.set_stage(request.version, request.stage))
+        return self._changed(request.model)
+
+    @rpc
+    def GetShadowStats(self, request: apb.ShadowStatsRequest, context) -> apb.ShadowStatsResponse:
+        if request.model:
+            self._check(request.model)
+        return apb.ShadowStatsResponse(comparisons=self._comparisons(request.model))

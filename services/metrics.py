@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
-                               ProcessCollector, start_http_server)
+                               ProcessCollector, make_wsgi_app, start_http_server)
 from prometheus_client.core import GaugeMetricFamily
 
 # Sub-millisecond answers need fine buckets at the bottom.
@@ -118,8 +118,13 @@ class Metrics:
             except KeyError:
                 pass
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
-        return start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0", health: Callable[[str], bool] | None = None):
+        """/metrics on addr:port; with `health` (grpc.health's state of a service), also the Open Inference
+        Protocol's HTTP health paths (v2_health.py)."""
+        if health is None:
+            return start_http_server(port, addr=addr, registry=self.registry)
+        from . import v2_health
+        return v2_health.serve(v2_health.with_health(make_wsgi_app(self.registry), health), port, addr)
 
 
 class DriftCollector:

@@ -77,12 +77,19 @@ class OutcomeTracker:
         self._lock = threading.Lock()
         self._nonces = _Nonces(replay_memory)
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        self.shadow = None  # services/shadow.Shadow when the server runs one: its calls' ids name the candidate
 
     def remember(self, model: str, version: str, prediction: Any) -> str:
         return self.remember_many(model, version, [prediction])[0]
 
     def remember_many(self, model: str, version: str, predictions: Any, native: Any = None) -> list[str]:
-        """Signed ids for a batch of predictions (nothing is stored); `native`: the extension, to sign in Rust."""
+        """Signed ids for a batch of predictions (nothing is stored); `native`: the extension, to sign in Rust. A
+        call the shadow took (its ticket, set by the servicer in this thread) gets format-2 ids naming the
+        candidate, with the nonces its prediction is kept under."""
+        ticket = self.shadow.take() if self.shadow is not None else None
+        if ticket is not None and ticket[0] == model and len(ticket[2]) == 8 * len(predictions):
+            return self.signer.sign_many(model, version, predictions, int(self.clock()), nonces=ticket[2],
+                                         native=native, shadow_version=ticket[1])
         return self.signer.sign_many(model, version, predictions, int(self.clock()), native=native)
 
     def report(self, prediction_id: str, kind: str, actual: Any) -> tuple[str, str]:
@@ -103,33 +110,58 @@ class OutcomeTracker:
         with self._lock:
             if not self._nonces.add(p.nonce):
                 raise PredictionNotFound(f"prediction_id: already reported ({model} v{version})")
-            t = self._tallies.setdefault((model, version), _Tally())
-            if model == "bandwidth_predictor":  # actual > 0, checked by the servicer
-                t.errors.append(min(abs(predicted - actual) / actual * 100, APE_CAP_PCT))
-                figures = {"mape": sum(t.errors) / len(t.errors)}
-            elif model == "compression_selector":
-                best, times = actual
-                t.errors.append(1.0 if predicted == best else 0.0)
-                figures = {"accuracy": sum(t.errors) / len(t.errors)}
-                if predicted in times:  # the share of effective throughput lost against the best choice
-                    t.regrets.append((1 - times[best] / times[predicted]) * 100)
-                if t.regrets:
-                    figures["regret_pct"] = sum(t.regrets) / len(t.regrets)
+            figures, error, right = self._judge(model, version, predicted, actual)
+            shadowed = None  # the candidate's prediction for this call, judged the same way
+            if p.shadow_version and self.shadow is not None:
+                theirs = self.shadow.prediction(p.nonce, p.shadow_version)
+                if theirs is not None:
+                    shadowed = self._judge(model, p.shadow_version, theirs, actual)
+        self._publish(model, version, figures)
+        if p.shadow_version and self.shadow is not None:
+            if shadowed is not None:
+                self._publish(model, p.shadow_version, shadowed[0])
+                self.shadow.judged(model, p.shadow_version, version, error, shadowed[1], right, shadowed[2])
             else:
-                t.tp += predicted and actual
-                t.fp += predicted and not actual
-                t.fn += (not predicted) and actual
-                figures = {}  # with no positive predicted (or none real) the figure is undefined: absent, not 0
-                if t.tp + t.fp:
-                    figures["precision"] = t.tp / (t.tp + t.fp)
-                if t.tp + t.fn:
-                    figures["recall"] = t.tp / (t.tp + t.fn)
-            t.figures = figures
-            t.count += 1
+                self.shadow.judged(model, p.shadow_version, version, error, None)
+        return model, version
+
+    def _judge(self, model: str, version: str, predicted: Any, actual: Any) -> tuple[dict, float | None, bool]:
+        """Account one outcome to a version's tally (the lock held): its figures now, this outcome's absolute
+        percentage error (the forecaster) and whether the prediction was right (the classifiers)."""
+        t = self._tallies.setdefault((model, version), _Tally())
+        error = None
+        if model == "bandwidth_predictor":  # actual > 0, checked by the servicer
+            error = min(abs(predicted - actual) / actual * 100, APE_CAP_PCT)
+            t.errors.append(error)
+            figures = {"mape": sum(t.errors) / len(t.errors)}
+            right = False
+        elif model == "compression_selector":
+            best, times = actual
+            right = predicted == best
+            t.errors.append(1.0 if right else 0.0)
+            figures = {"accuracy": sum(t.errors) / len(t.errors)}
+            if predicted in times:  # the share of effective throughput lost against the best choice
+                t.regrets.append((1 - times[best] / times[predicted]) * 100)
+            if t.regrets:
+                figures["regret_pct"] = sum(t.regrets) / len(t.regrets)
+        else:
+            right = bool(predicted) == bool(actual)
+            t.tp += predicted and actual
+            t.fp += predicted and not actual
+            t.fn += (not predicted) and actual
+            figures = {}  # with no positive predicted (or none real) the figure is undefined: absent, not 0
+            if t.tp + t.fp:
+                figures["precision"] = t.tp / (t.tp + t.fp)
+            if t.tp + t.fn:
+                figures["recall"] = t.tp / (t.tp + t.fn)
+        t.figures = figures
+        t.count += 1
+        return figures, error, right
+
+    def _publish(self, model: str, version: str, figures: dict[str, float]) -> None:
         for metric, value in figures.items():
             self.metrics.live.labels(model, version, metric).set(value)
         self.metrics.outcomes.labels(model, version).inc()
-        return model, version
 
     def forget(self, model: str, version: str) -> None:
         """A version was unloaded: drop its live figures and their metric series (a server that swaps versions

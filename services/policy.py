@@ -1,9 +1,13 @@
 """Which versions of a model are loaded and which one answers: `policy.json` per model.
 
     {"keep_latest": 2, "pinned": ["3"], "disabled": ["5"], "labels": {"stable": "3", "canary": "4"},
-     "split": {"stable": 90, "canary": 10}, "history": {"stable": ["2"]}}
+     "split": {"stable": 90, "canary": 10}, "history": {"stable": ["2"]},
+     "stages": {"3": "production", "4": "staging", "2": "archived"}}
 
-Loaded: the `keep_latest` highest valid versions, the pinned and the labelled ones, never the disabled.
+Loaded: the `keep_latest` highest valid versions, the pinned and the labelled ones, and those in the staging or
+production stage, never the disabled. A version's stage (none, absent from `stages` -> staging -> production ->
+archived) is its place in continuous training (docs/continuous-training.md): the version in staging is the
+candidate the server shadows (label `candidate`, kept in step by the admin API's SetStage).
 Answering a request with no version or label: the weighted `split` between labels if set, else `stable` if it
 names a loaded version, else the highest loaded version. The file is written by the admin API (atomically) and
 may be edited by hand; a missing file means the defaults. Every policy is validated on the way in (`validate`):
@@ -29,6 +33,8 @@ import grpc
 from .errors import InferenceError
 
 POLICY_FILE = "policy.json"
+STAGES = ("", "none", "staging", "production", "archived")  # "" and "none": no stage
+CANDIDATE = "candidate"  # the label of the version in staging: the server shadows it
 
 
 class PolicyError(ValueError):
@@ -60,6 +66,7 @@ class Policy:
     labels: dict[str, str] = field(default_factory=dict)
     split: dict[str, float] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)  # earlier versions of each label, newest last
+    stages: dict[str, str] = field(default_factory=dict)  # version -> staging, production or archived
 
     @classmethod
     def read(cls, model_dir: Path) -> "Policy":
@@ -71,7 +78,8 @@ class Policy:
 
     def wanted(self, on_disk: list[str]) -> list[str]:
         """The versions to load, of those on disk (sorted oldest first)."""
-        keep = set(on_disk[-self.keep_latest:]) | set(self.pinned) | set(self.labels.values())
+        keep = set(on_disk[-self.keep_latest:]) | set(self.pinned) | set(self.labels.values()) | \
+            {v for v, stage in self.stages.items() if stage in ("staging", "production")}
         return [v for v in on_disk if v in keep and v not in self.disabled]
 
     def promote(self, label: str, version: str) -> None:
@@ -89,6 +97,28 @@ class Policy:
             raise PolicyError(f"label {label!r} has no earlier version to roll back to")
         self.labels[label] = earlier.pop()
         return self.labels[label]
+
+    def set_stage(self, version: str, stage: str) -> None:
+        """Move a version to a stage ("" or "none": out of the lifecycle). One version at most is in staging: it
+        carries the `candidate` label, which follows it."""
+        if stage not in STAGES:
+            raise PolicyError(f"stage: expected one of {list(STAGES)}, got {stage!r}")
+        if stage == "staging":
+            for v, s in list(self.stages.items()):
+                if s == "staging" and v != version:
+                    self.stages[v] = "archived"
+            self.labels[CANDIDATE] = version
+        elif self.labels.get(CANDIDATE) == version:
+            del self.labels[CANDIDATE]
+            self.split.pop(CANDIDATE, None)
+        if stage == "archived":  # an archived version answers nothing by default: its labels but stable go
+            for label in [lb for lb, v in self.labels.items() if v == version and lb != "stable"]:
+                del self.labels[label]
+                self.split.pop(label, None)
+        if stage in ("", "none"):
+            self.stages.pop(version, None)
+        else:
+            self.stages[version] = stage
 
     def split_weights(self, loaded: set[str] | dict) -> dict[str, float]:
         """The split's labels that point at a loaded version and weigh more than 0 (validated weights are finite)."""
@@ -150,6 +180,15 @@ def validate(data: object, source: str = "policy") -> Policy:
         raise PolicyInvalid(f"{source}: split: expected a positive total weight, got {p.split}")
     for label, vs in _mapping(source, "history", data.get("history", {})).items():
         p.history[label] = _versions(source, f"history.{label}", vs)
+    for version, stage in _mapping(source, "stages", data.get("stages", {})).items():
+        if not _is_version(version):
+            raise PolicyInvalid(f"{source}: stages: expected version strings of digits as keys, got {version!r}")
+        if stage not in STAGES[2:]:
+            raise PolicyInvalid(f"{source}: stages.{version}: expected one of {list(STAGES[2:])}, got {stage!r}")
+        p.stages[version] = stage
+    staging = sorted(v for v, s in p.stages.items() if s == "staging")
+    if len(staging) > 1:
+        raise PolicyInvalid(f"{source}: stages: at most one version in staging, got {staging}")
     return p
 
 

@@ -6,6 +6,9 @@ An id is base64url (no padding) of
     format (1 byte, 1) | model (1 byte) | made at (uint32, unix seconds) | nonce (8 random bytes)
     | version (1 byte length + UTF-8) | predicted value | MAC (16 bytes)
 
+or, for a call the candidate version shadowed (services/shadow.py: an outcome judges both versions), format 2 with
+the candidate's version (1 byte length + UTF-8) after the answering version's. Format-1 ids still open.
+
 where the predicted value is a float32 (bandwidth: Mbps), a codec (1 byte) and a level (int16) for the selector,
 or one byte (the detectors' verdict), and the MAC is keyed BLAKE2b (digest_size 16) over all the bytes before it.
 A bandwidth id of version "1" is 48 characters. blake2b costs 1.3 us per id here, HMAC-SHA256 2.3-3.0 us.
@@ -35,6 +38,7 @@ from dwcp_inference import MODEL_KINDS
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+FORMAT_SHADOWED = 2  # format 1 with the shadow's version after the version
 MAC_BYTES = 16
 MIN_KEY_BYTES = 16
 MAX_ID_CHARS = 400
@@ -55,6 +59,7 @@ class Prediction:
     predicted: Any  # a float, a (codec, level) tuple or a bool
     made_at: int  # unix seconds
     nonce: bytes
+    shadow_version: str = ""  # format 2: the candidate that shadowed the call
 
 
 def read_key(path: Path | str) -> bytes:
@@ -83,11 +88,12 @@ class Signer:
         return hashlib.blake2b(body, key=self._key, digest_size=MAC_BYTES).digest()
 
     def sign_many(self, model: str, version: str, predictions: Any, made_at: int, nonces: bytes | None = None,
-                  native: Any = None) -> list[str]:
+                  native: Any = None, shadow_version: str = "") -> list[str]:
         """One id per prediction of a batch (one model version, one time). `predictions`: an array of floats
         (bandwidth), `Choices` or a sequence of (codec, level) pairs (selector), an array of verdicts (detectors).
-        `nonces`: 8 bytes per prediction (random when not given); `native`: the extension, to MAC in Rust."""
-        head, tail, nonces, values = _parts(model, version, predictions, made_at, nonces)
+        `nonces`: 8 bytes per prediction (random when not given); `native`: the extension, to MAC in Rust;
+        `shadow_version`: the candidate that shadowed the call (format 2)."""
+        head, tail, nonces, values = _parts(model, version, predictions, made_at, nonces, shadow_version)
         width, values = values.shape[1], values.tobytes()
         if native is not None:
             return native.sign_ids(self._key, head, tail, nonces, values, width)
@@ -109,16 +115,22 @@ class Signer:
         if len(body) < _HEAD.size + 1 or not hmac.compare_digest(mac, self._mac(body)):
             return None
         fmt, code, made_at, nonce = _HEAD.unpack_from(body)
-        if fmt != FORMAT or code >= len(MODELS):
+        if fmt not in (FORMAT, FORMAT_SHADOWED) or code >= len(MODELS):
             return None
         n = body[_HEAD.size]
         start = _HEAD.size + 1
         try:
             version = body[start:start + n].decode()
-            predicted = _read(code, body[start + n:])
+            shadow, start = "", start + n
+            if fmt == FORMAT_SHADOWED:
+                m = body[start]
+                shadow, start = body[start + 1:start + 1 + m].decode(), start + 1 + m
+                if not shadow:
+                    return None
+            predicted = _read(code, body[start:])
         except (UnicodeDecodeError, struct.error, IndexError):
             return None
-        return Prediction(MODELS[code], version, predicted, made_at, nonce)
+        return Prediction(MODELS[code], version, predicted, made_at, nonce, shadow)
 
 
 @dataclass(frozen=True)
@@ -132,20 +144,22 @@ class Choices:
         return len(self.codec)
 
 
-def _parts(model: str, version: str, predictions: Any, made_at: int,
-           nonces: bytes | None) -> tuple[bytes, bytes, bytes, np.ndarray]:
+def _parts(model: str, version: str, predictions: Any, made_at: int, nonces: bytes | None,
+           shadow_version: str = "") -> tuple[bytes, bytes, bytes, np.ndarray]:
     """A batch's bodies in parts: the head common to all (format, model, made at), the tail (the version, length
-    first), 8 bytes of nonce per prediction and the values [B, k] as bytes."""
+    first, then in format 2 the shadow's version, length first), 8 bytes of nonce per prediction and the values
+    [B, k] as bytes."""
     code = MODELS.index(model)
-    name = version.encode()
-    if len(name) > 255:
-        raise ValueError(f"version {version!r} is too long for a prediction id")
+    name, shadow = version.encode(), shadow_version.encode()
+    if len(name) > 255 or len(shadow) > 255:
+        raise ValueError(f"version {version!r} or {shadow_version!r} is too long for a prediction id")
     values = _values(code, predictions)
     n = len(values)
     nonces = secrets.token_bytes(8 * n) if nonces is None else nonces  # one system call for the batch
     if len(nonces) != 8 * n:
         raise ValueError(f"nonces: {len(nonces)} bytes, expected 8 per prediction ({8 * n})")
-    return _HEAD.pack(FORMAT, code, made_at, bytes(8))[:6], bytes((len(name),)) + name, nonces, values
+    tail = bytes((len(name),)) + name + (bytes((len(shadow),)) + shadow if shadow else b"")
+    return _HEAD.pack(FORMAT_SHADOWED if shadow else FORMAT, code, made_at, bytes(8))[:6], tail, nonces, values
 
 
 def bodies(model: str, version: str, predictions: Any, made_at: int, nonces: bytes | None = None) -> np.ndarray:

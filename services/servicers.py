@@ -93,7 +93,11 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     def _decide(self, decide: Callable, rt: ModelRuntime, batch: convert.Batch) -> Any:
         try:
-            return decide(rt, batch.columns)
+            answers = decide(rt, batch.columns)
+            shadow = self.outcomes.shadow
+            if shadow is not None:  # the candidate on a sample of calls, after this one is answered (shadow.py)
+                shadow.offer(decide, rt, batch.columns, len(answers))
+            return answers
         except FeatureError as e:
             raise batch.invalid(e) from None
         except NonFiniteOutput as e:

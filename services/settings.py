@@ -20,7 +20,8 @@ def bundled_models() -> Path:
 MINIMUM = {"port": 0, "metrics_port": -1, "admin_port": -1, "health_port": -1, "threads": 1, "workers": 1,
            "session_threads": 1, "max_batch": 1, "max_message_bytes": 1, "grace_seconds": 0, "poll_seconds": 0,
            "max_concurrent_rpcs": 1, "max_window": 1, "outcome_capacity": 1, "outcome_max_age_seconds": 1,
-           "batch_max_rows": 1, "batch_max_wait_us": 0}
+           "batch_max_rows": 1, "batch_max_wait_us": 0,
+           "max_watchers": 1, "shadow_fraction": 0}
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Settings:
     tls_client_ca: Path | None = None   # PEM CA: mutual TLS, clients must present a certificate it signed
     max_concurrent_rpcs: int = 32       # inference RPCs admitted at once per worker (running or queued);
                                         # beyond: RESOURCE_EXHAUSTED. Health and reflection never count.
+    max_watchers: int = 64              # WatchModels streams open at once per worker, apart from max_concurrent_rpcs;
+                                        # beyond: RESOURCE_EXHAUSTED
     health_host: str = "0.0.0.0"        # the health port tells only SERVING / NOT_SERVING
     health_port: int = -1               # plaintext grpc.health.v1 only (probes when TLS is on); -1: off
     max_window: int = 1024              # samples accepted in one history or window
@@ -57,6 +60,8 @@ class Settings:
     log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
     log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
     decoder: str = "auto"               # request bytes to columns: auto (native when installed), native, python
+    shadow_fraction: float = 0.1        # share of a model's calls its candidate (stage staging) also runs on, off
+                                        # the caller's path (services/shadow.py); 0 turns the shadow off
 
     def out_of_range(self) -> list[str]:
         """The numeric settings that are not finite or are below their lowest allowed value (MINIMUM)."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64wcp/inference/v1/admin.proto\x12\x11\x64wcp.inference.v1\"\"\n\x11ListModelsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x9d\x02\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tframework\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x07 \x01(\t\x12I\n\rlive_accuracy\x18\x08 \x03(\x0b\x32\x32.dwcp.inference.v1.VersionStatus.LiveAccuracyEntry\x12\x10\n\x08outcomes\x18\t \x01(\x03\x1a\x33\n\x11LiveAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x02\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x08versions\x18\x02 \x03(\x0b\x32 .dwcp.inference.v1.VersionStatus\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.dwcp.inference.v1.ModelStatus.LabelsEntry\x12\x38\n\x05split\x18\x04 \x03(\x0b\x32).dwcp.inference.v1.ModelStatus.SplitEntry\x12\x13\n\x0bkeep_latest\x18\x05 \x01(\x05\x12\x14\n\x0cpolicy_error\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"\x0f\n\rReloadRequest\"Q\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"0\n\x0eVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"/\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x92\x01\n\x0fSetSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12@\n\x07weights\x18\x02 \x03(\x0b\x32/.dwcp.inference.v1.SetSplitRequest.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xcc\x04\n\x0c\x41\x64minService\x12Y\n\nListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n\x06Reload\x12 .dwcp.inference.v1.ReloadRequest\x1a!.dwcp.inference.v1.ReloadResponse\x12P\n\x0bLoadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12R\n\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n\x07Promote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08Rollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08SetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatusBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64wcp/inference/v1/admin.proto\x12\x11\x64wcp.inference.v1\"\"\n\x11ListModelsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xac\x02\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tframework\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x07 \x01(\t\x12I\n\rlive_accuracy\x18\x08 \x03(\x0b\x32\x32.dwcp.inference.v1.VersionStatus.LiveAccuracyEntry\x12\x10\n\x08outcomes\x18\t \x01(\x03\x12\r\n\x05stage\x18\n \x01(\t\x1a\x33\n\x11LiveAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x92\x03\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x08versions\x18\x02 \x03(\x0b\x32 .dwcp.inference.v1.VersionStatus\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.dwcp.inference.v1.ModelStatus.LabelsEntry\x12\x38\n\x05split\x18\x04 \x03(\x0b\x32).dwcp.inference.v1.ModelStatus.SplitEntry\x12\x13\n\x0bkeep_latest\x18\x05 \x01(\x05\x12\x14\n\x0cpolicy_error\x18\x06 \x01(\t\x12\x33\n\x06shadow\x18\x07 \x03(\x0b\x32#.dwcp.inference.v1.ShadowComparison\x12\x0e\n\x06pinned\x18\x08 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"\x0f\n\rReloadRequest\"Q\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.dwcp.inference.v1.ModelStatus\"0\n\x0eVersionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x0ePromoteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"/\n\x0fRollbackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x92\x01\n\x0fSetSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12@\n\x07weights\x18\x02 \x03(\x0b\x32/.dwcp.inference.v1.SetSplitRequest.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"@\n\x0fSetStageRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\"#\n\x12ShadowStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xb7\x02\n\x10ShadowComparison\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\x12\x10\n\x08\x63hampion\x18\x03 \x01(\t\x12\x10\n\x08outcomes\x18\x04 \x01(\x03\x12\x17\n\x0fmean_difference\x18\x05 \x01(\x01\x12\x1b\n\x13variance_difference\x18\x06 \x01(\x01\x12\x12\n\nboth_right\x18\x07 \x01(\x03\x12\x1b\n\x13only_champion_right\x18\x08 \x01(\x03\x12\x1c\n\x14only_candidate_right\x18\t \x01(\x03\x12\x12\n\nboth_wrong\x18\n \x01(\x03\x12\x10\n\x08shadowed\x18\x0b \x01(\x03\x12\x0f\n\x07skipped\x18\x0c \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\r \x01(\x03\x12\x11\n\tunmatched\x18\x0e \x01(\x03\"O\n\x13ShadowStatsResponse\x12\x38\n\x0b\x63omparisons\x18\x01 \x03(\x0b\x32#.dwcp.inference.v1.ShadowComparison2\xfd\x05\n\x0c\x41\x64minService\x12Y\n\nListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n\x06Reload\x12 .dwcp.inference.v1.ReloadRequest\x1a!.dwcp.inference.v1.ReloadResponse\x12P\n\x0bLoadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12R\n\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n\x07Promote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08Rollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08SetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n\x08SetStage\x12\".dwcp.inference.v1.SetStageRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12_\n\x0eGetShadowStats\x12%.dwcp.inference.v1.ShadowStatsRequest\x1a&.dwcp.inference.v1.ShadowStatsResponseBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,31 +43,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_start=52
   _globals['_LISTMODELSREQUEST']._serialized_end=86
   _globals['_VERSIONSTATUS']._serialized_start=89
-  _globals['_VERSIONSTATUS']._serialized_end=374
-  _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_start=323
-  _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_end=374
-  _globals['_MODELSTATUS']._serialized_start=377
-  _globals['_MODELSTATUS']._serialized_end=710
-  _globals['_MODELSTATUS_LABELSENTRY']._serialized_start=619
-  _globals['_MODELSTATUS_LABELSENTRY']._serialized_end=664
-  _globals['_MODELSTATUS_SPLITENTRY']._serialized_start=666
-  _globals['_MODELSTATUS_SPLITENTRY']._serialized_end=710
-  _globals['_LISTMODELSRESPONSE']._serialized_start=712
-  _globals['_LISTMODELSRESPONSE']._serialized_end=780
-  _globals['_RELOADREQUEST']._serialized_start=782
-  _globals['_RELOADREQUEST']._serialized_end=797
-  _globals['_RELOADRESPONSE']._serialized_start=799
-  _globals['_RELOADRESPONSE']._serialized_end=880
-  _globals['_VERSIONREQUEST']._serialized_start=882
-  _globals['_VERSIONREQUEST']._serialized_end=930
-  _globals['_PROMOTEREQUEST']._serialized_start=932
-  _globals['_PROMOTEREQUEST']._serialized_end=995
-  _globals['_ROLLBACKREQUEST']._serialized_start=997
-  _globals['_ROLLBACKREQUEST']._serialized_end=1044
-  _globals['_SETSPLITREQUEST']._serialized_start=1047
-  _globals['_SETSPLITREQUEST']._serialized_end=1193
-  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1147
-  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1193
-  _globals['_ADMINSERVICE']._serialized_start=1196
-  _globals['_ADMINSERVICE']._serialized_end=1784
+  _globals['_VERSIONSTATUS']._serialized_end=389
+  _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_start=338
+  _globals['_VERSIONSTATUS_LIVEACCURACYENTRY']._serialized_end=389
+  _globals['_MODELSTATUS']._serialized_start=392
+  _globals['_MODELSTATUS']._serialized_end=794
+  _globals['_MODELSTATUS_LABELSENTRY']._serialized_start=703
+  _globals['_MODELSTATUS_LABELSENTRY']._serialized_end=748
+  _globals['_MODELSTATUS_SPLITENTRY']._serialized_start=750
+  _globals['_MODELSTATUS_SPLITENTRY']._serialized_end=794
+  _globals['_LISTMODELSRESPONSE']._serialized_start=796
+  _globals['_LISTMODELSRESPONSE']._serialized_end=864
+  _globals['_RELOADREQUEST']._serialized_start=866
+  _globals['_RELOADREQUEST']._serialized_end=881
+  _globals['_RELOADRESPONSE']._serialized_start=883
+  _globals['_RELOADRESPONSE']._serialized_end=964
+  _globals['_VERSIONREQUEST']._serialized_start=966
+  _globals['_VERSIONREQUEST']._serialized_end=1014
+  _globals['_PROMOTEREQUEST']._serialized_start=1016
+  _globals['_PROMOTEREQUEST']._serialized_end=1079
+  _globals['_ROLLBACKREQUEST']._serialized_start=1081
+  _globals['_ROLLBACKREQUEST']._serialized_end=1128
+  _globals['_SETSPLITREQUEST']._serialized_start=1131
+  _globals['_SETSPLITREQUEST']._serialized_end=1277
+  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1231
+  _globals['_SETSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1277
+  _globals['_SETSTAGEREQUEST']._serialized_start=1279
+  _globals['_SETSTAGEREQUEST']._serialized_end=1343
+  _globals['_SHADOWSTATSREQUEST']._serialized_start=1345
+  _globals['_SHADOWSTATSREQUEST']._serialized_end=1380
+  _globals['_SHADOWCOMPARISON']._serialized_start=1383
+  _globals['_SHADOWCOMPARISON']._serialized_end=1694
+  _globals['_SHADOWSTATSRESPONSE']._serialized_start=1696
+  _globals['_SHADOWSTATSRESPONSE']._serialized_end=1775
+  _globals['_ADMINSERVICE']._serialized_start=1778
+  _globals['_ADMINSERVICE']._serialized_end=2543
 # @@protoc_insertion_point(module_scope)

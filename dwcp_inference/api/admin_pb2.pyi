@@ -13,7 +13,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "state", "labels", "reason", "framework", "created_at", "data_source", "live_accuracy", "outcomes")
+    __slots__ = ("version", "state", "labels", "reason", "framework", "created_at", "data_source", "live_accuracy", "outcomes", "stage")
     class LiveAccuracyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class VersionStatus(_message.Message):
     DATA_SOURCE_FIELD_NUMBER: _ClassVar[int]
     LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -39,10 +40,11 @@ class VersionStatus(_message.Message):
     data_source: str
     live_accuracy: _containers.ScalarMap[str, float]
     outcomes: int
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., framework: _Optional[str] = ..., created_at: _Optional[str] = ..., data_source: _Optional[str] = ..., live_accuracy: _Optional[_Mapping[str, float]] = ..., outcomes: _Optional[int] = ...) -> None: ...
+    stage: str
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., framework: _Optional[str] = ..., created_at: _Optional[str] = ..., data_source: _Optional[str] = ..., live_accuracy: _Optional[_Mapping[str, float]] = ..., outcomes: _Optional[int] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "versions", "labels", "split", "keep_latest", "policy_error")
+    __slots__ = ("name", "versions", "labels", "split", "keep_latest", "policy_error", "shadow", "pinned")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,13 +65,17 @@ class ModelStatus(_message.Message):
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     KEEP_LATEST_FIELD_NUMBER: _ClassVar[int]
     POLICY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     labels: _containers.ScalarMap[str, str]
     split: _containers.ScalarMap[str, float]
     keep_latest: int
     policy_error: str
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[_Mapping[str, float]] = ..., keep_latest: _Optional[int] = ..., policy_error: _Optional[str] = ...) -> None: ...
+    shadow: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
+    pinned: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[_Mapping[str, float]] = ..., keep_latest: _Optional[int] = ..., policy_error: _Optional[str] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., pinned: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -129,3 +135,57 @@ class SetSplitRequest(_message.Message):
     model: str
     weights: _containers.ScalarMap[str, float]
     def __init__(self, model: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class SetStageRequest(_message.Message):
+    __slots__ = ("model", "version", "stage")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    stage: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
+
+class ShadowStatsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ShadowComparison(_message.Message):
+    __slots__ = ("model", "candidate", "champion", "outcomes", "mean_difference", "variance_difference", "both_right", "only_champion_right", "only_candidate_right", "both_wrong", "shadowed", "skipped", "failed", "unmatched")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    BOTH_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ONLY_CHAMPION_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    ONLY_CANDIDATE_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BOTH_WRONG_FIELD_NUMBER: _ClassVar[int]
+    SHADOWED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate: str
+    champion: str
+    outcomes: int
+    mean_difference: float
+    variance_difference: float
+    both_right: int
+    only_champion_right: int
+    only_candidate_right: int
+    both_wrong: int
+    shadowed: int
+    skipped: int
+    failed: int
+    unmatched: int
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., champion: _Optional[str] = ..., outcomes: _Optional[int] = ..., mean_difference: _Optional[float] = ..., variance_difference: _Optional[float] = ..., both_right: _Optional[int] = ..., only_champion_right: _Optional[int] = ..., only_candidate_right: _Optional[int] = ..., both_wrong: _Optional[int] = ..., shadowed: _Optional[int] = ..., skipped: _Optional[int] = ..., failed: _Optional[int] = ..., unmatched: _Optional[int] = ...) -> None: ...
+
+class ShadowStatsResponse(_message.Message):
+    __slots__ = ("comparisons",)
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    comparisons: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
+    def __init__(self, comparisons: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ...) -> None: ...

@@ -69,6 +69,16 @@ class AdminServiceStub:
                 request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.SerializeToString,
                 response_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.SetStage = channel.unary_unary(
+                '/dwcp.inference.v1.AdminService/SetStage',
+                request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
+                response_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
+                _registered_method=True)
+        self.GetShadowStats = channel.unary_unary(
+                '/dwcp.inference.v1.AdminService/GetShadowStats',
+                request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsRequest.SerializeToString,
+                response_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -121,6 +131,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetStage(self, request, context):
+        """Move a version through the stages of continuous training: staging (the candidate the server shadows on a
+        sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetShadowStats(self, request, context):
+        """The shadow's paired comparison of each candidate with the versions that answered, from reported outcomes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +183,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetSplit,
                     request_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.FromString,
                     response_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'SetStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStage,
+                    request_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetStageRequest.FromString,
+                    response_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'GetShadowStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShadowStats,
+                    request_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsRequest.FromString,
+                    response_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +384,60 @@ class AdminService:
             '/dwcp.inference.v1.AdminService/SetSplit',
             dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.SerializeToString,
             dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dwcp.inference.v1.AdminService/SetStage',
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShadowStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dwcp.inference.v1.AdminService/GetShadowStats',
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsRequest.SerializeToString,
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.ShadowStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

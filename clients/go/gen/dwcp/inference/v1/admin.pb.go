@@ -79,6 +79,7 @@ type VersionStatus struct {
 	DataSource    string                 `protobuf:"bytes,7,opt,name=data_source,json=dataSource,proto3" json:"data_source,omitempty"`
 	LiveAccuracy  map[string]float64     `protobuf:"bytes,8,rep,name=live_accuracy,json=liveAccuracy,proto3" json:"live_accuracy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // from outcomes reported for this version
 	Outcomes      int64                  `protobuf:"varint,9,opt,name=outcomes,proto3" json:"outcomes,omitempty"`
+	Stage         string                 `protobuf:"bytes,10,opt,name=stage,proto3" json:"stage,omitempty"` // "", "staging", "production" or "archived" (continuous training)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,6 +177,13 @@ func (x *VersionStatus) GetOutcomes() int64 {
 	return 0
 }
 
+func (x *VersionStatus) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
 type ModelStatus struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -184,7 +192,10 @@ type ModelStatus struct {
 	Split      map[string]float64     `protobuf:"bytes,4,rep,name=split,proto3" json:"split,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	KeepLatest int32                  `protobuf:"varint,5,opt,name=keep_latest,json=keepLatest,proto3" json:"keep_latest,omitempty"`
 	// Why the model's policy file is refused ("" when it is not); the last good policy keeps serving meanwhile.
-	PolicyError   string `protobuf:"bytes,6,opt,name=policy_error,json=policyError,proto3" json:"policy_error,omitempty"`
+	PolicyError string `protobuf:"bytes,6,opt,name=policy_error,json=policyError,proto3" json:"policy_error,omitempty"`
+	// The candidate (stage staging) shadowed against the versions that answered, when there is one.
+	Shadow        []*ShadowComparison `protobuf:"bytes,7,rep,name=shadow,proto3" json:"shadow,omitempty"`
+	Pinned        []string            `protobuf:"bytes,8,rep,name=pinned,proto3" json:"pinned,omitempty"` // versions an operator pinned (models load); continuous training leaves them be
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +270,20 @@ func (x *ModelStatus) GetPolicyError() string {
 		return x.PolicyError
 	}
 	return ""
+}
+
+func (x *ModelStatus) GetShadow() []*ShadowComparison {
+	if x != nil {
+		return x.Shadow
+	}
+	return nil
+}
+
+func (x *ModelStatus) GetPinned() []string {
+	if x != nil {
+		return x.Pinned
+	}
+	return nil
 }
 
 type ListModelsResponse struct {
@@ -609,13 +634,312 @@ func (x *SetSplitRequest) GetWeights() map[string]float64 {
 	return nil
 }
 
+type SetStageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Stage         string                 `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"` // "staging", "production", "archived", or "" / "none"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStageRequest) Reset() {
+	*x = SetStageRequest{}
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStageRequest) ProtoMessage() {}
+
+func (x *SetStageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStageRequest.ProtoReflect.Descriptor instead.
+func (*SetStageRequest) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetStageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *SetStageRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SetStageRequest) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+type ShadowStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"` // empty: all
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowStatsRequest) Reset() {
+	*x = ShadowStatsRequest{}
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowStatsRequest) ProtoMessage() {}
+
+func (x *ShadowStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowStatsRequest.ProtoReflect.Descriptor instead.
+func (*ShadowStatsRequest) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ShadowStatsRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// One candidate against one answering version, over the outcomes reported for shadowed calls. For the forecaster,
+// the paired difference d = candidate's absolute percentage error - the answering version's (negative: the
+// candidate is better) as running sufficient statistics; for the classifiers, who was right.
+type ShadowComparison struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Model              string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Candidate          string                 `protobuf:"bytes,2,opt,name=candidate,proto3" json:"candidate,omitempty"` // the shadow's version
+	Champion           string                 `protobuf:"bytes,3,opt,name=champion,proto3" json:"champion,omitempty"`   // the version that answered
+	Outcomes           int64                  `protobuf:"varint,4,opt,name=outcomes,proto3" json:"outcomes,omitempty"`  // paired outcomes
+	MeanDifference     float64                `protobuf:"fixed64,5,opt,name=mean_difference,json=meanDifference,proto3" json:"mean_difference,omitempty"`
+	VarianceDifference float64                `protobuf:"fixed64,6,opt,name=variance_difference,json=varianceDifference,proto3" json:"variance_difference,omitempty"` // sample variance (n - 1); 0 below two outcomes
+	BothRight          int64                  `protobuf:"varint,7,opt,name=both_right,json=bothRight,proto3" json:"both_right,omitempty"`
+	OnlyChampionRight  int64                  `protobuf:"varint,8,opt,name=only_champion_right,json=onlyChampionRight,proto3" json:"only_champion_right,omitempty"`
+	OnlyCandidateRight int64                  `protobuf:"varint,9,opt,name=only_candidate_right,json=onlyCandidateRight,proto3" json:"only_candidate_right,omitempty"`
+	BothWrong          int64                  `protobuf:"varint,10,opt,name=both_wrong,json=bothWrong,proto3" json:"both_wrong,omitempty"`
+	Shadowed           int64                  `protobuf:"varint,11,opt,name=shadowed,proto3" json:"shadowed,omitempty"`   // calls the shadow ran on
+	Skipped            int64                  `protobuf:"varint,12,opt,name=skipped,proto3" json:"skipped,omitempty"`     // sampled calls skipped (the shadow's queue was full)
+	Failed             int64                  `protobuf:"varint,13,opt,name=failed,proto3" json:"failed,omitempty"`       // shadow runs that failed (the caller was answered regardless)
+	Unmatched          int64                  `protobuf:"varint,14,opt,name=unmatched,proto3" json:"unmatched,omitempty"` // outcomes of shadowed calls whose shadow prediction this process no longer holds
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ShadowComparison) Reset() {
+	*x = ShadowComparison{}
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowComparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowComparison) ProtoMessage() {}
+
+func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowComparison.ProtoReflect.Descriptor instead.
+func (*ShadowComparison) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ShadowComparison) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ShadowComparison) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *ShadowComparison) GetChampion() string {
+	if x != nil {
+		return x.Champion
+	}
+	return ""
+}
+
+func (x *ShadowComparison) GetOutcomes() int64 {
+	if x != nil {
+		return x.Outcomes
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetMeanDifference() float64 {
+	if x != nil {
+		return x.MeanDifference
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetVarianceDifference() float64 {
+	if x != nil {
+		return x.VarianceDifference
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetBothRight() int64 {
+	if x != nil {
+		return x.BothRight
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetOnlyChampionRight() int64 {
+	if x != nil {
+		return x.OnlyChampionRight
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetOnlyCandidateRight() int64 {
+	if x != nil {
+		return x.OnlyCandidateRight
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetBothWrong() int64 {
+	if x != nil {
+		return x.BothWrong
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetShadowed() int64 {
+	if x != nil {
+		return x.Shadowed
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetUnmatched() int64 {
+	if x != nil {
+		return x.Unmatched
+	}
+	return 0
+}
+
+type ShadowStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Comparisons   []*ShadowComparison    `protobuf:"bytes,1,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowStatsResponse) Reset() {
+	*x = ShadowStatsResponse{}
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowStatsResponse) ProtoMessage() {}
+
+func (x *ShadowStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowStatsResponse.ProtoReflect.Descriptor instead.
+func (*ShadowStatsResponse) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ShadowStatsResponse) GetComparisons() []*ShadowComparison {
+	if x != nil {
+		return x.Comparisons
+	}
+	return nil
+}
+
 var File_dwcp_inference_v1_admin_proto protoreflect.FileDescriptor
 
 const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x1ddwcp/inference/v1/admin.proto\x12\x11dwcp.inference.v1\")\n" +
 	"\x11ListModelsRequest\x12\x14\n" +
-	"\x05model\x18\x01 \x01(\tR\x05model\"\x83\x03\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\x99\x03\n" +
 	"\rVersionStatus\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -627,10 +951,12 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\vdata_source\x18\a \x01(\tR\n" +
 	"dataSource\x12W\n" +
 	"\rlive_accuracy\x18\b \x03(\v22.dwcp.inference.v1.VersionStatus.LiveAccuracyEntryR\fliveAccuracy\x12\x1a\n" +
-	"\boutcomes\x18\t \x01(\x03R\boutcomes\x1a?\n" +
+	"\boutcomes\x18\t \x01(\x03R\boutcomes\x12\x14\n" +
+	"\x05stage\x18\n" +
+	" \x01(\tR\x05stage\x1a?\n" +
 	"\x11LiveAccuracyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9d\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xf2\x03\n" +
 	"\vModelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\bversions\x18\x02 \x03(\v2 .dwcp.inference.v1.VersionStatusR\bversions\x12B\n" +
@@ -638,7 +964,9 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\x05split\x18\x04 \x03(\v2).dwcp.inference.v1.ModelStatus.SplitEntryR\x05split\x12\x1f\n" +
 	"\vkeep_latest\x18\x05 \x01(\x05R\n" +
 	"keepLatest\x12!\n" +
-	"\fpolicy_error\x18\x06 \x01(\tR\vpolicyError\x1a9\n" +
+	"\fpolicy_error\x18\x06 \x01(\tR\vpolicyError\x12;\n" +
+	"\x06shadow\x18\a \x03(\v2#.dwcp.inference.v1.ShadowComparisonR\x06shadow\x12\x16\n" +
+	"\x06pinned\x18\b \x03(\tR\x06pinned\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
@@ -667,7 +995,33 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\aweights\x18\x02 \x03(\v2/.dwcp.inference.v1.SetSplitRequest.WeightsEntryR\aweights\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x012\xcc\x04\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"W\n" +
+	"\x0fSetStageRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
+	"\x05stage\x18\x03 \x01(\tR\x05stage\"*\n" +
+	"\x12ShadowStatsRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\xe4\x03\n" +
+	"\x10ShadowComparison\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1c\n" +
+	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12\x1a\n" +
+	"\bchampion\x18\x03 \x01(\tR\bchampion\x12\x1a\n" +
+	"\boutcomes\x18\x04 \x01(\x03R\boutcomes\x12'\n" +
+	"\x0fmean_difference\x18\x05 \x01(\x01R\x0emeanDifference\x12/\n" +
+	"\x13variance_difference\x18\x06 \x01(\x01R\x12varianceDifference\x12\x1d\n" +
+	"\n" +
+	"both_right\x18\a \x01(\x03R\tbothRight\x12.\n" +
+	"\x13only_champion_right\x18\b \x01(\x03R\x11onlyChampionRight\x120\n" +
+	"\x14only_candidate_right\x18\t \x01(\x03R\x12onlyCandidateRight\x12\x1d\n" +
+	"\n" +
+	"both_wrong\x18\n" +
+	" \x01(\x03R\tbothWrong\x12\x1a\n" +
+	"\bshadowed\x18\v \x01(\x03R\bshadowed\x12\x18\n" +
+	"\askipped\x18\f \x01(\x03R\askipped\x12\x16\n" +
+	"\x06failed\x18\r \x01(\x03R\x06failed\x12\x1c\n" +
+	"\tunmatched\x18\x0e \x01(\x03R\tunmatched\"\\\n" +
+	"\x13ShadowStatsResponse\x12E\n" +
+	"\vcomparisons\x18\x01 \x03(\v2#.dwcp.inference.v1.ShadowComparisonR\vcomparisons2\xfd\x05\n" +
 	"\fAdminService\x12Y\n" +
 	"\n" +
 	"ListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n" +
@@ -676,7 +1030,9 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n" +
 	"\aPromote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
 	"\bRollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
-	"\bSetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatusBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3"
+	"\bSetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
+	"\bSetStage\x12\".dwcp.inference.v1.SetStageRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12_\n" +
+	"\x0eGetShadowStats\x12%.dwcp.inference.v1.ShadowStatsRequest\x1a&.dwcp.inference.v1.ShadowStatsResponseBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3"
 
 var (
 	file_dwcp_inference_v1_admin_proto_rawDescOnce sync.Once
@@ -690,50 +1046,60 @@ func file_dwcp_inference_v1_admin_proto_rawDescGZIP() []byte {
 	return file_dwcp_inference_v1_admin_proto_rawDescData
 }
 
-var file_dwcp_inference_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_dwcp_inference_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_dwcp_inference_v1_admin_proto_goTypes = []any{
-	(*ListModelsRequest)(nil),  // 0: dwcp.inference.v1.ListModelsRequest
-	(*VersionStatus)(nil),      // 1: dwcp.inference.v1.VersionStatus
-	(*ModelStatus)(nil),        // 2: dwcp.inference.v1.ModelStatus
-	(*ListModelsResponse)(nil), // 3: dwcp.inference.v1.ListModelsResponse
-	(*ReloadRequest)(nil),      // 4: dwcp.inference.v1.ReloadRequest
-	(*ReloadResponse)(nil),     // 5: dwcp.inference.v1.ReloadResponse
-	(*VersionRequest)(nil),     // 6: dwcp.inference.v1.VersionRequest
-	(*PromoteRequest)(nil),     // 7: dwcp.inference.v1.PromoteRequest
-	(*RollbackRequest)(nil),    // 8: dwcp.inference.v1.RollbackRequest
-	(*SetSplitRequest)(nil),    // 9: dwcp.inference.v1.SetSplitRequest
-	nil,                        // 10: dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
-	nil,                        // 11: dwcp.inference.v1.ModelStatus.LabelsEntry
-	nil,                        // 12: dwcp.inference.v1.ModelStatus.SplitEntry
-	nil,                        // 13: dwcp.inference.v1.SetSplitRequest.WeightsEntry
+	(*ListModelsRequest)(nil),   // 0: dwcp.inference.v1.ListModelsRequest
+	(*VersionStatus)(nil),       // 1: dwcp.inference.v1.VersionStatus
+	(*ModelStatus)(nil),         // 2: dwcp.inference.v1.ModelStatus
+	(*ListModelsResponse)(nil),  // 3: dwcp.inference.v1.ListModelsResponse
+	(*ReloadRequest)(nil),       // 4: dwcp.inference.v1.ReloadRequest
+	(*ReloadResponse)(nil),      // 5: dwcp.inference.v1.ReloadResponse
+	(*VersionRequest)(nil),      // 6: dwcp.inference.v1.VersionRequest
+	(*PromoteRequest)(nil),      // 7: dwcp.inference.v1.PromoteRequest
+	(*RollbackRequest)(nil),     // 8: dwcp.inference.v1.RollbackRequest
+	(*SetSplitRequest)(nil),     // 9: dwcp.inference.v1.SetSplitRequest
+	(*SetStageRequest)(nil),     // 10: dwcp.inference.v1.SetStageRequest
+	(*ShadowStatsRequest)(nil),  // 11: dwcp.inference.v1.ShadowStatsRequest
+	(*ShadowComparison)(nil),    // 12: dwcp.inference.v1.ShadowComparison
+	(*ShadowStatsResponse)(nil), // 13: dwcp.inference.v1.ShadowStatsResponse
+	nil,                         // 14: dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
+	nil,                         // 15: dwcp.inference.v1.ModelStatus.LabelsEntry
+	nil,                         // 16: dwcp.inference.v1.ModelStatus.SplitEntry
+	nil,                         // 17: dwcp.inference.v1.SetSplitRequest.WeightsEntry
 }
 var file_dwcp_inference_v1_admin_proto_depIdxs = []int32{
-	10, // 0: dwcp.inference.v1.VersionStatus.live_accuracy:type_name -> dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
+	14, // 0: dwcp.inference.v1.VersionStatus.live_accuracy:type_name -> dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
 	1,  // 1: dwcp.inference.v1.ModelStatus.versions:type_name -> dwcp.inference.v1.VersionStatus
-	11, // 2: dwcp.inference.v1.ModelStatus.labels:type_name -> dwcp.inference.v1.ModelStatus.LabelsEntry
-	12, // 3: dwcp.inference.v1.ModelStatus.split:type_name -> dwcp.inference.v1.ModelStatus.SplitEntry
-	2,  // 4: dwcp.inference.v1.ListModelsResponse.models:type_name -> dwcp.inference.v1.ModelStatus
-	2,  // 5: dwcp.inference.v1.ReloadResponse.models:type_name -> dwcp.inference.v1.ModelStatus
-	13, // 6: dwcp.inference.v1.SetSplitRequest.weights:type_name -> dwcp.inference.v1.SetSplitRequest.WeightsEntry
-	0,  // 7: dwcp.inference.v1.AdminService.ListModels:input_type -> dwcp.inference.v1.ListModelsRequest
-	4,  // 8: dwcp.inference.v1.AdminService.Reload:input_type -> dwcp.inference.v1.ReloadRequest
-	6,  // 9: dwcp.inference.v1.AdminService.LoadVersion:input_type -> dwcp.inference.v1.VersionRequest
-	6,  // 10: dwcp.inference.v1.AdminService.UnloadVersion:input_type -> dwcp.inference.v1.VersionRequest
-	7,  // 11: dwcp.inference.v1.AdminService.Promote:input_type -> dwcp.inference.v1.PromoteRequest
-	8,  // 12: dwcp.inference.v1.AdminService.Rollback:input_type -> dwcp.inference.v1.RollbackRequest
-	9,  // 13: dwcp.inference.v1.AdminService.SetSplit:input_type -> dwcp.inference.v1.SetSplitRequest
-	3,  // 14: dwcp.inference.v1.AdminService.ListModels:output_type -> dwcp.inference.v1.ListModelsResponse
-	5,  // 15: dwcp.inference.v1.AdminService.Reload:output_type -> dwcp.inference.v1.ReloadResponse
-	2,  // 16: dwcp.inference.v1.AdminService.LoadVersion:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 17: dwcp.inference.v1.AdminService.UnloadVersion:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 18: dwcp.inference.v1.AdminService.Promote:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 19: dwcp.inference.v1.AdminService.Rollback:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 20: dwcp.inference.v1.AdminService.SetSplit:output_type -> dwcp.inference.v1.ModelStatus
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	15, // 2: dwcp.inference.v1.ModelStatus.labels:type_name -> dwcp.inference.v1.ModelStatus.LabelsEntry
+	16, // 3: dwcp.inference.v1.ModelStatus.split:type_name -> dwcp.inference.v1.ModelStatus.SplitEntry
+	12, // 4: dwcp.inference.v1.ModelStatus.shadow:type_name -> dwcp.inference.v1.ShadowComparison
+	2,  // 5: dwcp.inference.v1.ListModelsResponse.models:type_name -> dwcp.inference.v1.ModelStatus
+	2,  // 6: dwcp.inference.v1.ReloadResponse.models:type_name -> dwcp.inference.v1.ModelStatus
+	17, // 7: dwcp.inference.v1.SetSplitRequest.weights:type_name -> dwcp.inference.v1.SetSplitRequest.WeightsEntry
+	12, // 8: dwcp.inference.v1.ShadowStatsResponse.comparisons:type_name -> dwcp.inference.v1.ShadowComparison
+	0,  // 9: dwcp.inference.v1.AdminService.ListModels:input_type -> dwcp.inference.v1.ListModelsRequest
+	4,  // 10: dwcp.inference.v1.AdminService.Reload:input_type -> dwcp.inference.v1.ReloadRequest
+	6,  // 11: dwcp.inference.v1.AdminService.LoadVersion:input_type -> dwcp.inference.v1.VersionRequest
+	6,  // 12: dwcp.inference.v1.AdminService.UnloadVersion:input_type -> dwcp.inference.v1.VersionRequest
+	7,  // 13: dwcp.inference.v1.AdminService.Promote:input_type -> dwcp.inference.v1.PromoteRequest
+	8,  // 14: dwcp.inference.v1.AdminService.Rollback:input_type -> dwcp.inference.v1.RollbackRequest
+	9,  // 15: dwcp.inference.v1.AdminService.SetSplit:input_type -> dwcp.inference.v1.SetSplitRequest
+	10, // 16: dwcp.inference.v1.AdminService.SetStage:input_type -> dwcp.inference.v1.SetStageRequest
+	11, // 17: dwcp.inference.v1.AdminService.GetShadowStats:input_type -> dwcp.inference.v1.ShadowStatsRequest
+	3,  // 18: dwcp.inference.v1.AdminService.ListModels:output_type -> dwcp.inference.v1.ListModelsResponse
+	5,  // 19: dwcp.inference.v1.AdminService.Reload:output_type -> dwcp.inference.v1.ReloadResponse
+	2,  // 20: dwcp.inference.v1.AdminService.LoadVersion:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 21: dwcp.inference.v1.AdminService.UnloadVersion:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 22: dwcp.inference.v1.AdminService.Promote:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 23: dwcp.inference.v1.AdminService.Rollback:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 24: dwcp.inference.v1.AdminService.SetSplit:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 25: dwcp.inference.v1.AdminService.SetStage:output_type -> dwcp.inference.v1.ModelStatus
+	13, // 26: dwcp.inference.v1.AdminService.GetShadowStats:output_type -> dwcp.inference.v1.ShadowStatsResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_dwcp_inference_v1_admin_proto_init() }
@@ -747,7 +1113,7 @@ func file_dwcp_inference_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dwcp_inference_v1_admin_proto_rawDesc), len(file_dwcp_inference_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

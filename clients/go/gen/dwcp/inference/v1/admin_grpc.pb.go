@@ -22,13 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListModels_FullMethodName    = "/dwcp.inference.v1.AdminService/ListModels"
-	AdminService_Reload_FullMethodName        = "/dwcp.inference.v1.AdminService/Reload"
-	AdminService_LoadVersion_FullMethodName   = "/dwcp.inference.v1.AdminService/LoadVersion"
-	AdminService_UnloadVersion_FullMethodName = "/dwcp.inference.v1.AdminService/UnloadVersion"
-	AdminService_Promote_FullMethodName       = "/dwcp.inference.v1.AdminService/Promote"
-	AdminService_Rollback_FullMethodName      = "/dwcp.inference.v1.AdminService/Rollback"
-	AdminService_SetSplit_FullMethodName      = "/dwcp.inference.v1.AdminService/SetSplit"
+	AdminService_ListModels_FullMethodName     = "/dwcp.inference.v1.AdminService/ListModels"
+	AdminService_Reload_FullMethodName         = "/dwcp.inference.v1.AdminService/Reload"
+	AdminService_LoadVersion_FullMethodName    = "/dwcp.inference.v1.AdminService/LoadVersion"
+	AdminService_UnloadVersion_FullMethodName  = "/dwcp.inference.v1.AdminService/UnloadVersion"
+	AdminService_Promote_FullMethodName        = "/dwcp.inference.v1.AdminService/Promote"
+	AdminService_Rollback_FullMethodName       = "/dwcp.inference.v1.AdminService/Rollback"
+	AdminService_SetSplit_FullMethodName       = "/dwcp.inference.v1.AdminService/SetSplit"
+	AdminService_SetStage_FullMethodName       = "/dwcp.inference.v1.AdminService/SetStage"
+	AdminService_GetShadowStats_FullMethodName = "/dwcp.inference.v1.AdminService/GetShadowStats"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -47,6 +49,11 @@ type AdminServiceClient interface {
 	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ModelStatus, error)
 	// Share default traffic between labels by weight; an empty split removes it.
 	SetSplit(ctx context.Context, in *SetSplitRequest, opts ...grpc.CallOption) (*ModelStatus, error)
+	// Move a version through the stages of continuous training: staging (the candidate the server shadows on a
+	// sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
+	SetStage(ctx context.Context, in *SetStageRequest, opts ...grpc.CallOption) (*ModelStatus, error)
+	// The shadow's paired comparison of each candidate with the versions that answered, from reported outcomes.
+	GetShadowStats(ctx context.Context, in *ShadowStatsRequest, opts ...grpc.CallOption) (*ShadowStatsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -127,6 +134,26 @@ func (c *adminServiceClient) SetSplit(ctx context.Context, in *SetSplitRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) SetStage(ctx context.Context, in *SetStageRequest, opts ...grpc.CallOption) (*ModelStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ModelStatus)
+	err := c.cc.Invoke(ctx, AdminService_SetStage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetShadowStats(ctx context.Context, in *ShadowStatsRequest, opts ...grpc.CallOption) (*ShadowStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShadowStatsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetShadowStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -143,6 +170,11 @@ type AdminServiceServer interface {
 	Rollback(context.Context, *RollbackRequest) (*ModelStatus, error)
 	// Share default traffic between labels by weight; an empty split removes it.
 	SetSplit(context.Context, *SetSplitRequest) (*ModelStatus, error)
+	// Move a version through the stages of continuous training: staging (the candidate the server shadows on a
+	// sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
+	SetStage(context.Context, *SetStageRequest) (*ModelStatus, error)
+	// The shadow's paired comparison of each candidate with the versions that answered, from reported outcomes.
+	GetShadowStats(context.Context, *ShadowStatsRequest) (*ShadowStatsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -173,6 +205,12 @@ func (UnimplementedAdminServiceServer) Rollback(context.Context, *RollbackReques
 }
 func (UnimplementedAdminServiceServer) SetSplit(context.Context, *SetSplitRequest) (*ModelStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetSplit not implemented")
+}
+func (UnimplementedAdminServiceServer) SetStage(context.Context, *SetStageRequest) (*ModelStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetStage not implemented")
+}
+func (UnimplementedAdminServiceServer) GetShadowStats(context.Context, *ShadowStatsRequest) (*ShadowStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetShadowStats not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -321,6 +359,42 @@ func _AdminService_SetSplit_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetStage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetStageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetStage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetStage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetStage(ctx, req.(*SetStageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetShadowStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShadowStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetShadowStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetShadowStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetShadowStats(ctx, req.(*ShadowStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -355,6 +429,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetSplit",
 			Handler:    _AdminService_SetSplit_Handler,
+		},
+		{
+			MethodName: "SetStage",
+			Handler:    _AdminService_SetStage_Handler,
+		},
+		{
+			MethodName: "GetShadowStats",
+			Handler:    _AdminService_GetShadowStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
