@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: serve test setup protos protos-check models lock audit clean native-wheel
+.PHONY: serve test setup protos protos-check contracts models imputation lock audit clean native-wheel bench-go
 
 # The native request decoder (native/: Rust, PyO3, prost; services/decode.py) is built into a venv where cargo
 # is on PATH; without cargo the server decodes requests in Python (--decoder auto says which in its start line).
@@ -41,7 +41,16 @@ $(VENV)/.done: pyproject.toml requirements/dev.txt
 $(VENV)/.native: $(VENV)/.done $(NATIVE_SOURCES)
 	$(call install_native,$(VENV))
 
-setup: $(VENV)/.native
+# The Open Inference Protocol's real clients (tritonclient[grpc], kserve) for tests/test_v2.py, in their own venv:
+# they need protobuf < 7 (ours is 7) and clash with each other in one process (both define package `inference`).
+V2CLIENTS_VENV := .venv-v2clients
+$(V2CLIENTS_VENV)/.done: requirements/v2clients.txt
+	$(PYTHON) -m venv $(V2CLIENTS_VENV)
+	$(V2CLIENTS_VENV)/bin/pip install --quiet --upgrade pip
+	$(V2CLIENTS_VENV)/bin/pip install --quiet -c requirements/v2clients.txt 'tritonclient[grpc]' kserve
+	touch $@
+
+setup: $(VENV)/.native $(V2CLIENTS_VENV)/.done
 	scripts/install_system_deps.sh
 
 test: setup
@@ -51,12 +60,19 @@ test: setup
 # and its plugins, which scripts/install_go_tools.sh installs at pinned versions.
 protos: $(VENV)/.done
 	scripts/gen_protos.sh $(VENV)/bin/python
+	scripts/gen_v2_protos.sh $(VENV)/bin/python
 	scripts/install_go_tools.sh
 	scripts/gen_go_protos.sh
 	@if command -v cargo >/dev/null 2>&1; then \
 		cd native/codegen && PROTOC="$(CURDIR)/native/codegen/protoc.sh" PYTHON="$(CURDIR)/$(VENV)/bin/python" \
 			cargo run --quiet --locked; \
 	else echo "no cargo: native/src/gen not regenerated"; fi
+
+# Regenerate the Go table of the model contracts (flat layouts, field names, ranges) from dwcp_inference/contracts/;
+# tests/test_contracts.py fails when the committed file differs.
+contracts: $(VENV)/.done
+	$(VENV)/bin/python -m dwcp_inference.contracts go > clients/go/inference/contract_gen.go.tmp  # a failure keeps the old file
+	mv clients/go/inference/contract_gen.go.tmp clients/go/inference/contract_gen.go
 
 # The native decoder as a wheel in native/dist (deploy/docker/build.sh copies it into the image).
 native-wheel: $(VENV)/.done
@@ -71,6 +87,16 @@ models: $(VENV)/.done
 	rm -rf dwcp_inference/models docs/default-models
 	$(VENV)/bin/dwcp-inference train all --out dwcp_inference/models --report docs/default-models
 
+# Add the imputation section (docs/repository.md) to bundled versions trained before it; metadata.json only.
+imputation: $(VENV)/.done
+	$(VENV)/bin/python scripts/add_imputation.py dwcp_inference/models
+
+# The Go embedded runtime's benchmarks (clients/go/embedded: single calls in-process, request to answer, beside
+# the same calls to a server it starts); BENCHTIME=2s for steadier figures.
+BENCHTIME ?= 1s
+bench-go:  # after make setup: the remote benchmarks start .venv/bin/dwcp-inference
+	cd clients/go && go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./embedded
+
 # Refresh the lock files (pip constraints used by setup, serve and the image) to the newest allowed versions.
 lock:
 	scripts/lock.sh $(PYTHON)
@@ -84,4 +110,4 @@ audit: $(VENV)/.done
 	cd clients/go && go run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(V2CLIENTS_VENV) build *.egg-info

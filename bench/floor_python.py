@@ -2,12 +2,16 @@
 returns a canned response of the size ours returns for it. No model, no features, no metrics: what Python's
 gRPC layer alone costs per call.
 
-    python -m dwcp_inference.bench.floor_python --port 50071 [--threads 8]
+    python -m dwcp_inference.bench.floor_python --port 50071 [--threads 8] [--aio [--uvloop]]
+
+`--aio`: a grpc.aio server answering on its event loop instead (no thread hop), `--uvloop` on uvloop's loop:
+what grpc.aio's Python side costs against the sync server's, without our code.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import threading
 from concurrent import futures
 from typing import Any
@@ -121,12 +125,44 @@ class Floor(pb_grpc.InferenceServiceServicer):
         return self._answer("DetectHighLatencyBatch", len(request.windows))
 
 
+def _on_the_loop(floor: Floor) -> Any:
+    """The floor's methods as coroutines, for a grpc.aio server (a sync method would need a thread pool)."""
+    class AsyncFloor(pb_grpc.InferenceServiceServicer):
+        pass
+
+    for name in (*BATCH_FORMS, *BATCH_FORMS.values()):
+        async def handler(self: Any, request: Any, context: Any, _sync: Any = getattr(floor, name)) -> Any:
+            return _sync(request, context)
+
+        setattr(AsyncFloor, name, handler)
+    return AsyncFloor()
+
+
+async def _serve_aio(address: str) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_InferenceServiceServicer_to_server(_on_the_loop(Floor()), server)
+    server.add_insecure_port(address)
+    await server.start()
+    print("serving", flush=True)
+    await server.wait_for_termination()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--aio", action="store_true", help="a grpc.aio server answering on its loop")
+    parser.add_argument("--uvloop", action="store_true", help="with --aio: on uvloop's event loop")
     args = parser.parse_args()
+    if args.aio:
+        if args.uvloop:
+            import uvloop  # only for this comparison
+
+            uvloop.run(_serve_aio(f"{args.host}:{args.port}"))
+        else:
+            asyncio.run(_serve_aio(f"{args.host}:{args.port}"))
+        return
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.threads))
     pb_grpc.add_InferenceServiceServicer_to_server(Floor(), server)
     server.add_insecure_port(f"{args.host}:{args.port}")

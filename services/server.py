@@ -25,9 +25,11 @@ from dwcp_inference.api import admin_pb2, admin_pb2_grpc
 from dwcp_inference.api import inference_pb2 as pb
 
 from .admin import AdminServicer
+from . import distribution, v2
 from .metrics import DriftCollector, Metrics
 from .batching import BatchPolicy
 from .outcomes import from_settings as outcomes_from_settings
+from .shadow import Shadow
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
 from .decode import Decoder, choose as choose_decoder
@@ -62,6 +64,7 @@ class Running:
     _metrics_server: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
+    distribution: distribution.ModelDistribution | None = None  # GetModel, WatchModels on the inference port
 
     def refresh(self) -> None:
         """Bring health and the model-info gauge in line with what is loaded."""
@@ -73,6 +76,8 @@ class Running:
             refused[r.model] += 1
         for name, count in refused.items():
             self.metrics.refused.labels(name).set(count)
+        if self.distribution is not None:
+            self.distribution.notify()
         if self._stop.is_set():
             return
         for name in MODEL_KINDS:
@@ -123,7 +128,10 @@ class Running:
             self._metrics_server.shutdown()
 
     async def _stop_servers(self, grace: float | None) -> None:
-        # The health port answers NOT_SERVING until the inference port has drained.
+        # The health port answers NOT_SERVING until the inference port has drained. Watches end first (told to
+        # reconnect): they would otherwise hold the drain for its whole grace period.
+        if self.distribution is not None:
+            await self.distribution.close()
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -161,7 +169,7 @@ def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admiss
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             threaded_handler(method.name, getattr(servicer, method.name), pool, admission, metrics),
             request_deserializer=decoder.deserializer(request_cls),
-            response_serializer=response_cls.SerializeToString)
+            response_serializer=decoder.serializer(response_cls))  # the native path answers bytes
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
@@ -175,12 +183,15 @@ def start(settings: Settings) -> Running:
         metrics.loads.labels(model, event).inc()
         if event == "unloaded":
             outcomes.forget(model, version)
+            if getattr(outcomes, "shadow", None) is not None:
+                outcomes.shadow.forget(model, version)
             metrics.forget_version(model, version)
 
     repo = Repository(settings.resolved_repository(), settings.session_threads, listener=on_version,
                       batching=BatchPolicy(settings.batch_max_rows, settings.batch_max_wait_us,
                                            metrics.observe_batch), state_dir=settings.state_dir)
     repo.load_all()
+    outcomes.shadow = Shadow(repo, metrics, settings.shadow_fraction)  # the candidate beside the champion
     metrics.registry.register(DriftCollector(repo.loaded))
     tls = None
     if settings.tls_cert or settings.tls_key:
@@ -194,9 +205,15 @@ def start(settings: Settings) -> Running:
     try:
         health_state = SharedHealth(loop)
         servicer = InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)
-        handlers = lenient_handlers(servicer, pool, Admission(settings.max_concurrent_rpcs), metrics, decoder)
-        server, port = loop.run(_inference_server(settings, handlers, health_state, tls))
-        running = Running(server, port, None, None, repo, metrics, health_state, loop, pool)
+        admission = Admission(settings.max_concurrent_rpcs)  # inference calls and GetModel streams
+        handlers = lenient_handlers(servicer, pool, admission, metrics, decoder)
+        distributor = distribution.ModelDistribution(repo, metrics, admission, settings.max_watchers, loop.loop,
+                                                     distribution.chunk_size(settings.max_message_bytes))
+        v2_handlers = v2.handlers(repo, servicer, health_state, pool, admission, metrics)  # docs/v2.md
+        server, port = loop.run(_inference_server(
+            settings, (handlers, distribution.handlers(distributor), v2_handlers), health_state, tls))
+        running = Running(server, port, None, None, repo, metrics, health_state, loop, pool,
+                          distribution=distributor)
         if settings.health_port >= 0:
             running.health_server, running.health_port = loop.run(_health_server(settings, health_state))
     except BaseException:
@@ -223,7 +240,8 @@ def start(settings: Settings) -> Running:
         running.admin_server = admin
         admin.start()
     if settings.metrics_port >= 0:
-        running._metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host)
+        running._metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host,
+                                                   health=lambda service: health_state.get(service) == SERVING)
         running.metrics_port = running._metrics_server.server_port
     loop.run(server.start())
     if running.health_server is not None:
@@ -248,8 +266,8 @@ MAX_CONNECTION_AGE_MS = 30 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
 
 
-async def _inference_server(settings: Settings, handlers: grpc.GenericRpcHandler, health_state: SharedHealth,
-                            tls: CertificateFiles | None) -> tuple[grpc.aio.Server, int]:
+async def _inference_server(settings: Settings, handlers: tuple[grpc.GenericRpcHandler, ...],
+                            health_state: SharedHealth, tls: CertificateFiles | None) -> tuple[grpc.aio.Server, int]:
     """Made on the loop. No maximum_concurrent_rpcs: gRPC's would count health calls and shed them with the rest;
     inference calls are admitted by the handlers instead."""
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -259,10 +277,11 @@ async def _inference_server(settings: Settings, handlers: grpc.GenericRpcHandler
                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS)]
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((handlers,))
+    server.add_generic_rpc_handlers(handlers)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, distribution.SERVICE_NAME, v2.SERVICE_NAME,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     return server, _bound(server, address, tls)
 

@@ -215,3 +215,19 @@ def test_supervisor_gives_up_on_a_worker_that_cannot_start():
     assert "worker 0 failed at start 5 times within 60 s" in proc.stderr.splitlines()[-1], proc.stderr[-3000:]
     assert "starting it again in 0.5 s" in proc.stderr and "starting it again in 4.0 s" in proc.stderr
     assert elapsed < 120, elapsed
+
+
+def test_the_inference_port_runs_on_uvloop():
+    """grpc.aio's Python side is most of a call's work; uvloop's loop runs it faster (bench/performance-notes.md)."""
+    import uvloop
+
+    running = start_server(bundled_models(), admin_port=-1, metrics_port=-1, poll_seconds=0)
+    try:
+        assert isinstance(running.loop.loop, uvloop.Loop)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            answer = pb_grpc.InferenceServiceStub(ch).PredictBandwidth(
+                pb.PredictBandwidthRequest(history=link_history()), timeout=10)
+            assert answer.model.name == "bandwidth_predictor"
+            assert _check(health_pb2_grpc.HealthStub(ch)) == SERVING
+    finally:
+        running.stop(0)
