@@ -75,7 +75,8 @@ def _predicted_vs_actual(ax: Any, c: dict[str, Any], title: str, rows: dict[str,
 
     x = np.arange(min(points, len(c["actual"])))
     ax.plot(x, c["actual"][:points], label="actual", color="black", lw=1.6)
-    ax.plot(x, c["predicted"][:points], label=label("lstm (ours)"), color="tab:red", lw=1.3)
+    ours = next((k for k in rows if k.endswith("(ours)")), "ours")  # the row of whichever forecaster was trained
+    ax.plot(x, c["predicted"][:points], label=label(ours), color="tab:red", lw=1.3)
     styles = {"last_value": ("tab:blue", "--"), "harmonic_mean_5": ("tab:green", ":"),
               "moving_average": ("tab:gray", "-.")}
     for base, guess in c.get("baselines", {}).items():
