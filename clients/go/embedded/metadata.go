@@ -8,11 +8,12 @@ import (
 	"path/filepath"
 
 	"github.com/dwcp/inference/clients/go/internal/imputation"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 const (
-	metadataFile = "metadata.json"
-	modelFile    = "model.onnx"
+	metadataFile = layout.MetadataFile
+	modelFile    = layout.ModelFile
 )
 
 // metadata is the part of a version's metadata.json the embedded runtime reads (dwcp_inference/metadata.py).

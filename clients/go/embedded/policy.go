@@ -11,19 +11,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
-const policyFile = "policy.json"
+const policyFile = layout.PolicyFile
 
 // policy is a model's policy.json (services/policy.py): which versions load and which one answers.
-type policy struct {
-	KeepLatest int                 `json:"keep_latest"`
-	Pinned     []string            `json:"pinned"`
-	Disabled   []string            `json:"disabled"`
-	Labels     map[string]string   `json:"labels"`
-	Split      map[string]float64  `json:"split"`
-	History    map[string][]string `json:"history"`
-}
+type policy = layout.Policy
 
 func defaultPolicy() policy { return policy{KeepLatest: 2} }
 
@@ -68,13 +63,13 @@ func readPolicy(path string) (policy, error) {
 	}
 	for name, list := range map[string][]string{"pinned": p.Pinned, "disabled": p.Disabled} {
 		for i, v := range list {
-			if !isVersion(v) {
+			if !layout.IsVersion(v) {
 				return policy{}, fmt.Errorf("%s: %s[%d]: expected a version string of digits, got %q", path, name, i, v)
 			}
 		}
 	}
 	for label, v := range p.Labels {
-		if !isVersion(v) {
+		if !layout.IsVersion(v) {
 			return policy{}, fmt.Errorf("%s: labels.%s: expected a version string of digits, got %q", path, label, v)
 		}
 	}
@@ -94,21 +89,9 @@ func readPolicy(path string) (policy, error) {
 	return p, nil
 }
 
-func isVersion(v string) bool {
-	if v == "" {
-		return false
-	}
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // wanted tells whether a version on disk is to be loaded: newest first, keep_latest counting loaded versions
 // only (services/repository.py _scan); inLatest says whether it counts toward keep_latest.
-func (p policy) wanted(version string, loadedLatest int) (want, inLatest bool) {
+func wanted(p policy, version string, loadedLatest int) (want, inLatest bool) {
 	inLatest = loadedLatest < p.KeepLatest
 	if slices.Contains(p.Disabled, version) {
 		return false, false

@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 	"github.com/dwcp/inference/clients/go/inference"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 // Event reports a change of what the runtime serves: a version loaded, refused or unloaded, a policy refused.
@@ -297,7 +298,7 @@ func (r *Runtime) scanModel(model, dir string, old *modelEntry) (*modelEntry, bo
 	}
 	var onDisk []string
 	for _, e := range entries {
-		if e.IsDir() && isVersion(e.Name()) {
+		if e.IsDir() && layout.IsVersion(e.Name()) {
 			onDisk = append(onDisk, e.Name())
 		}
 	}
@@ -311,7 +312,7 @@ func (r *Runtime) scanModel(model, dir string, old *modelEntry) (*modelEntry, bo
 	latest := 0
 	for i := len(onDisk) - 1; i >= 0; i-- {
 		ver := onDisk[i]
-		want, inLatest := pol.wanted(ver, latest)
+		want, inLatest := wanted(pol, ver, latest)
 		if r.only != "" {
 			want, inLatest = ver == r.only, false
 		}

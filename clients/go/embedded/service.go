@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dwcp/inference/clients/go/internal/layout"
 	"github.com/dwcp/inference/clients/go/modelsync"
 )
 
@@ -216,7 +217,7 @@ func missingModels(dir string, models []string) []string {
 		has := false
 		for _, f := range found {
 			vdir := filepath.Dir(f)
-			if isVersion(filepath.Base(vdir)) && isFile(filepath.Join(vdir, modelFile)) {
+			if layout.IsVersion(filepath.Base(vdir)) && isFile(filepath.Join(vdir, modelFile)) {
 				has = true
 				break
 			}

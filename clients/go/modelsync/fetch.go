@@ -25,14 +25,15 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 const (
 	// ModelFile and MetadataFile are the files every version directory holds.
-	ModelFile    = "model.onnx"
-	MetadataFile = "metadata.json"
+	ModelFile    = layout.ModelFile
+	MetadataFile = layout.MetadataFile
 	// PolicyFile is each model's policy (services/policy.py's format).
-	PolicyFile    = "policy.json"
+	PolicyFile    = layout.PolicyFile
 	stagingPrefix = ".fetch-"
 )
 
@@ -56,7 +57,7 @@ func FetchVersion(ctx context.Context, conn grpc.ClientConnInterface, dir, model
 		return nil, err
 	}
 	manifest := first.GetManifest()
-	if manifest == nil || manifest.GetModel().GetName() != model || !isVersion(manifest.GetModel().GetVersion()) {
+	if manifest == nil || manifest.GetModel().GetName() != model || !layout.IsVersion(manifest.GetModel().GetVersion()) {
 		return nil, fmt.Errorf("%w: %s: the stream did not start with a manifest of this model", ErrCorrupt, model)
 	}
 	ref := manifest.GetModel()
@@ -248,16 +249,4 @@ func syncDir(dir string) error {
 func plainName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.HasPrefix(name, ".") &&
 		!strings.ContainsAny(name, `/\`) && filepath.Base(name) == name
-}
-
-func isVersion(v string) bool {
-	if v == "" {
-		return false
-	}
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }

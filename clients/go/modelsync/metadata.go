@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 // FetchMetadata reads one version's metadata.json (the one selector picks; nil: the server's default) without
@@ -31,7 +32,7 @@ func FetchMetadata(ctx context.Context, conn grpc.ClientConnInterface, model str
 		return nil, nil, err
 	}
 	manifest := first.GetManifest()
-	if manifest == nil || manifest.GetModel().GetName() != model || !isVersion(manifest.GetModel().GetVersion()) {
+	if manifest == nil || manifest.GetModel().GetName() != model || !layout.IsVersion(manifest.GetModel().GetVersion()) {
 		return nil, nil, fmt.Errorf("%w: %s: the stream did not start with a manifest of this model", ErrCorrupt, model)
 	}
 	var want *pb.VersionFile

@@ -7,19 +7,13 @@ import (
 	"path/filepath"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 // policy is services/policy.py's policy.json. A synced directory holds exactly the versions the server has
 // loaded, so keep_latest covers them all and nothing is pinned or disabled: a loader of the directory then
 // loads the same versions and resolves labels, the split and the default as the server does.
-type policy struct {
-	KeepLatest int                 `json:"keep_latest"`
-	Pinned     []string            `json:"pinned"`
-	Disabled   []string            `json:"disabled"`
-	Labels     map[string]string   `json:"labels"`
-	Split      map[string]float64  `json:"split"`
-	History    map[string][]string `json:"history"`
-}
+type policy = layout.Policy
 
 func policyOf(state *pb.ModelState) policy {
 	p := policy{KeepLatest: max(len(state.GetVersions()), 1), Pinned: []string{}, Disabled: []string{},

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
+	"github.com/dwcp/inference/clients/go/internal/layout"
 )
 
 // EventKind says what Sync did.
@@ -152,7 +153,7 @@ func (s *syncer) apply(ctx context.Context, state *pb.ModelState) error {
 	wanted := map[string]bool{}
 	for _, v := range state.GetVersions() {
 		version, sha := v.GetVersion(), v.GetModelSha256()
-		if !isVersion(version) {
+		if !layout.IsVersion(version) {
 			return fmt.Errorf("%w: %s version %q", ErrCorrupt, model, version)
 		}
 		wanted[version] = true
@@ -193,7 +194,7 @@ func (s *syncer) prune(model, modelDir string, wanted map[string]bool) error {
 		return err
 	}
 	for _, e := range entries {
-		if !e.IsDir() || !isVersion(e.Name()) || wanted[e.Name()] {
+		if !e.IsDir() || !layout.IsVersion(e.Name()) || wanted[e.Name()] {
 			continue
 		}
 		// Renamed out of sight first (loaders skip dot directories), then deleted.
