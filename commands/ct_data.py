@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from dwcp_inference.metadata import sha256_file
+
 # A file without its series' id column is one series, named after the file.
 SERIES_COLUMN = {"bandwidth_predictor": "link_id", "consensus_latency": "cluster_id"}
 
@@ -34,14 +36,6 @@ class DataFile:
 
     def key(self) -> tuple[str, int, int]:
         return self.name, self.size, self.mtime_ns
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class DataFeed:
