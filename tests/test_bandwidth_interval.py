@@ -101,6 +101,25 @@ def test_a_version_with_quantiles_answers_its_interval_and_its_held_out_coverage
     assert 0 < bundled.prediction.confidence < 1
 
 
+def test_the_served_forecast_scales_with_the_link(running):
+    """The network reads the window's shape, never its speed (a speed does not carry across carriers): the same
+    window 10x faster is served a point forecast and an interval exactly 10x higher."""
+    windows = np.random.default_rng(4).uniform(0.5, 3.0, (8, WINDOW)) * np.geomspace(0.1, 100, 8)[:, None]
+
+    def served(scale: float) -> np.ndarray:
+        histories = [pb.LinkHistory(samples=[pb.NetworkSample(bandwidth_mbps=float(b)) for b in row * scale])
+                     for row in windows]
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            got = pb_grpc.InferenceServiceStub(channel).PredictBandwidthBatch(pb.PredictBandwidthBatchRequest(
+                histories=histories, model=pb.ModelSelector(version=QUANTILE_VERSION)), timeout=30)
+        return np.array([[p.predicted_bandwidth_mbps, p.predicted_bandwidth_p10_mbps, p.predicted_bandwidth_p90_mbps]
+                         for p in got.predictions])
+
+    slow, fast = served(1.0), served(10.0)
+    assert (slow > 0).all()
+    np.testing.assert_allclose(fast, 10 * slow, rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def servicer(quantile_repo):
     from dwcp_inference.services.metrics import Metrics

@@ -64,6 +64,16 @@ def test_tail_features_are_scale_free_and_round_trip_through_metadata():
         Feature.from_dict({"name": "x", "source": "v", "transform": "tail_rel_log_mean"})
 
 
+def test_validation_holds_out_a_drives_up_and_down_links_together():
+    from dwcp_inference.training.bandwidth_quantile import link_groups
+
+    rows = {"ATT.up": 100, "ATT.down": 90, "UMTS.down": 80, "EVDO.up": 70, "EVDO.down": 60, "short-trace": 50}
+    links = np.array([link for link, n in rows.items() for _ in range(n)])
+    groups = dict(zip(links, link_groups(links, rows)))
+    assert groups["ATT.up"] == groups["ATT.down"] and groups["EVDO.up"] == groups["EVDO.down"]
+    assert len({groups["ATT.up"], groups["UMTS.down"], groups["EVDO.up"], groups["short-trace"]}) == 4
+
+
 LTE = ("ATT-LTE-driving.down", "ATT-LTE-driving.up", "TMobile-LTE-driving.down")
 OTHERS = ("TMobile-UMTS-driving.down", "TMobile-UMTS-driving.up", "Verizon-EVDO-driving.down",
           "Verizon-EVDO-driving.up")
@@ -96,10 +106,11 @@ def test_trained_on_some_drives_it_beats_the_baselines_on_the_others(drives, tmp
     trained = _cli("train", "bandwidth", "--data", str(drives["lte"]), "--format", "mahimahi", "--out", str(repo),
                    "--force")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "validation on held-out links (3 groups of whole links" in trained.stdout
+    assert "validation on held-out links (2 groups of whole drives, 2 drives of 3 links" in trained.stdout
     assert "vs last_value" in trained.stdout and "vs harmonic_mean_5" in trained.stdout  # by how much, each
     meta = json.loads((repo / "bandwidth_predictor" / "1" / "metadata.json").read_text())
     assert meta["training"]["links"] == sorted(LTE) and meta["window"] == WINDOW
+    assert sorted(meta["metrics"]["validation_groups"]) == [sorted(LTE[:2]), [LTE[2]]]  # a drive's links together
     assert [t["name"] for t in meta["targets"]] == ["bandwidth_mbps", "bandwidth_mbps_p10", "bandwidth_mbps_p50",
                                                      "bandwidth_mbps_p90"]
 

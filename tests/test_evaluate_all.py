@@ -39,7 +39,8 @@ def test_all_scores_every_window_with_bootstrap_intervals(tmp_path):
     assert every.returncode == 0, every.stderr
     result = json.loads(every.stdout)
     assert result["windows"] == (130 - WINDOW) + (90 - WINDOW) + (60 - WINDOW)
-    assert set(result["per_link"]) == {"a", "b", "c"}
+    assert {link: row["windows"] for link, row in result["per_link"].items()} == {"a": 130 - WINDOW, "b": 90 - WINDOW,
+                                                                                 "c": 60 - WINDOW}
     ci = result["ci95"]
     for figure in ("MAPE lstm (ours) %", "MAPE last_value %", "MAPE harmonic_mean_5 %",
                    "MAPE reduction vs last_value %", "MAPE reduction vs harmonic_mean_5 %"):

@@ -78,7 +78,7 @@ def train(columns: dict[str, np.ndarray], out: Path | None, *, source: str, seed
           hidden: int = 64, lr: float = 3e-3, timed: bool = True, force: bool = False, quiet: bool = False,
           checkpoint_dir: Path | None = None, forecaster: str = "auto") -> dict[str, Any]:
     """forecaster: "lstm" (this module), "quantile_mlp" (bandwidth_quantile.py: bandwidth alone, p10/p50/p90,
-    validated on held-out links; epochs and hidden are the LSTM's and do not apply), or "auto": the quantile
+    validated on held-out drives; epochs and hidden are the LSTM's and do not apply), or "auto": the quantile
     forecaster for data with no link metric but bandwidth (mahimahi traces), the LSTM otherwise (it also forecasts
     latency, loss and jitter)."""
     if forecaster == "auto":

@@ -51,7 +51,8 @@ def score(y: np.ndarray, windows: np.ndarray, links: np.ndarray, point: np.ndarr
     per_link = {}
     for link in np.unique(links):
         sel = (links == link) & ok
-        per_link[str(link)] = {name: float(e[sel].sum() / max(sel.sum(), 1) * 100) for name, e in errors.items()}
+        per_link[str(link)] = {"windows": int(np.sum(links == link)),
+                               **{name: float(e[sel].sum() / max(sel.sum(), 1) * 100) for name, e in errors.items()}}
     lines, missed = goal_failures(rows, ours)
     target = {"goal": "MAPE " + " and ".join(f"{g:.0f}% below {b}" for b, g in GOALS.items())
                       + (", actual below p10 at most 12% of the time" if "below_p10_pct" in rows[ours] else ""),
@@ -62,7 +63,7 @@ def score(y: np.ndarray, windows: np.ndarray, links: np.ndarray, point: np.ndarr
         table(title, rows, columns),
         table(f"95% bootstrap intervals ({RESAMPLES} resamples of {unit_text})", ci,
               ["value", "ci95_low", "ci95_high"]),
-        table("MAPE % per trace", per_link, list(guesses)),
+        table("MAPE % per trace (and the windows scored)", per_link, ["windows", *guesses]),
         "\n".join([*lines, f"target: {target['goal']} -> " + ("MISSED: " + "; ".join(missed) if missed else "met")])])
     return {"rows": rows, "ci95": ci, "resampling": unit_text, "per_link": per_link, "target": target,
             "windows": int(len(y)), "report": report}
