@@ -118,13 +118,14 @@ class Metrics:
             except KeyError:
                 pass
 
-    def serve(self, port: int, addr: str = "0.0.0.0", health: Callable[[str], bool] | None = None):
+    def serve(self, port: int, addr: str = "0.0.0.0", health: Callable[[str], bool] | None = None,
+              loaded: Callable[[], dict] | None = None):
         """/metrics on addr:port; with `health` (grpc.health's state of a service), also the Open Inference
-        Protocol's HTTP health paths (v2_health.py)."""
+        Protocol's HTTP health paths (v2_health.py), the versioned one from `loaded` (Repository.loaded)."""
         if health is None:
             return start_http_server(port, addr=addr, registry=self.registry)
         from . import v2_health
-        return v2_health.serve(v2_health.with_health(make_wsgi_app(self.registry), health), port, addr)
+        return v2_health.serve(v2_health.with_health(make_wsgi_app(self.registry), health, loaded), port, addr)
 
 
 class DriftCollector:

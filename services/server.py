@@ -241,7 +241,8 @@ def start(settings: Settings) -> Running:
         admin.start()
     if settings.metrics_port >= 0:
         running._metrics_server, _ = metrics.serve(settings.metrics_port, settings.metrics_host,
-                                                   health=lambda service: health_state.get(service) == SERVING)
+                                                   health=lambda service: health_state.get(service) == SERVING,
+                                                   loaded=repo.loaded)
         running.metrics_port = running._metrics_server.server_port
     loop.run(server.start())
     if running.health_server is not None:

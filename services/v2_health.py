@@ -1,7 +1,9 @@
 """The Open Inference Protocol's HTTP health endpoints, on the metrics port beside /metrics (docs/v2.md):
 `GET /v2/health/live`, `/v2/health/ready` and `/v2/models/{name}/ready` answer 200 or 503 (an unknown model: 503,
-as it is not ready), from the same states as grpc.health. Three GETs need no web framework: a WSGI app in front of
-prometheus_client's, served by wsgiref in a thread per request, as prometheus_client serves /metrics."""
+as it is not ready), from the same states as grpc.health; `/v2/models/{name}/versions/{version}/ready` answers as
+gRPC's ModelReady with a version (200 loaded, 503 loaded but shutting down), and 404 for a model the repository
+does not hold or a version it has not loaded (the body says which). Four GETs need no web framework: a WSGI app in
+front of prometheus_client's, served by wsgiref in a thread per request, as prometheus_client serves /metrics."""
 
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ import threading
 from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from .errors import shown
+
 LIVENESS = "liveness"  # server.py's always-SERVING-until-shutdown health service
 MODEL_READY = re.compile(r"^/v2/models/([^/]+)/ready$")
+VERSION_READY = re.compile(r"^/v2/models/([^/]+)/versions/([^/]+)/ready$")
 
-NOT_SERVED = b"not served here: /v2/health/live, /v2/health/ready, /v2/models/{name}/ready, /metrics\n"
+NOT_SERVED = (b"not served here: /v2/health/live, /v2/health/ready, /v2/models/{name}/ready, "
+              b"/v2/models/{name}/versions/{version}/ready, /metrics\n")
 # A connection that sends nothing for this long is closed, and at most this many are served at once (beyond: closed
 # at once): half-open connections would otherwise each hold a thread of the server's process for ever.
 IDLE_SECONDS = 5.0
@@ -25,33 +31,56 @@ MAX_CONNECTIONS = 128
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
-def with_health(metrics_app: WsgiApp, serving: Callable[[str], bool]) -> WsgiApp:
+def with_health(metrics_app: WsgiApp, serving: Callable[[str], bool],
+                loaded: Callable[[], dict[str, dict]] | None = None) -> WsgiApp:
     """`metrics_app` with the V2 health paths in front; `serving(service)` is grpc.health's state of a service
-    ("" the server, "liveness", or a model's name)."""
+    ("" the server, "liveness", or a model's name); `loaded()` every loaded version by model (Repository.loaded),
+    for the versioned path (not served without it)."""
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == "/v2/health/live":
-            service = LIVENESS
-        elif path == "/v2/health/ready":
-            service = ""
-        elif (m := MODEL_READY.match(path)) is not None:
-            service = m[1]
-        elif path.startswith("/v2/"):  # not /metrics: a probe of a path we do not serve must not read 200
-            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(NOT_SERVED)))])
-            return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else NOT_SERVED]
-        else:
+        if not path.startswith("/v2/"):
             return metrics_app(environ, start_response)
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
-            return [b""]
-        ok = serving(service)
-        body = b"" if environ["REQUEST_METHOD"] == "HEAD" else (b"OK\n" if ok else b"not ready\n")
-        start_response("200 OK" if ok else "503 Service Unavailable",
-                       [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
+        answer = _answer(path, serving, loaded)
+        if answer is None:  # a probe of a path we do not serve must not read 200 from the metrics page
+            status, body, headers = "404 Not Found", NOT_SERVED, []
+        elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            status, body, headers = "405 Method Not Allowed", b"", [("Allow", "GET, HEAD")]
+        else:
+            (status, body), headers = answer, []
+        start_response(status, headers + [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
 
     return app
+
+
+def _answer(path: str, serving: Callable[[str], bool],
+            loaded: Callable[[], dict[str, dict]] | None) -> tuple[str, bytes] | None:
+    """The status and body for a V2 health path; None for a path not served."""
+    if path == "/v2/health/live":
+        return _ready(serving(LIVENESS))
+    if path == "/v2/health/ready":
+        return _ready(serving(""))
+    if (m := MODEL_READY.match(path)) is not None:
+        return _ready(serving(m[1]))
+    if loaded is not None and (m := VERSION_READY.match(path)) is not None:
+        return _version_ready(m[1], m[2], serving, loaded())
+    return None
+
+
+def _ready(ok: bool) -> tuple[str, bytes]:
+    return ("200 OK", b"OK\n") if ok else ("503 Service Unavailable", b"not ready\n")
+
+
+def _version_ready(name: str, version: str, serving: Callable[[str], bool],
+                   loaded: dict[str, dict]) -> tuple[str, bytes]:
+    """Ready as gRPC's ModelReady with a version answers (loaded, server live); unknown model or version: 404."""
+    if name not in loaded:
+        return "404 Not Found", f"unknown model {shown(name)}: the repository does not hold it\n".encode()
+    if version not in loaded[name]:
+        have = ", ".join(sorted(loaded[name], key=int)) or "none"
+        return "404 Not Found", f"unknown version {shown(version)} of model {name} (loaded: {have})\n".encode()
+    return _ready(serving(LIVENESS))
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
