@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -137,4 +138,40 @@ func TestDetectorsWithALocalCacheAnswerInProcess(t *testing.T) {
 			t.Fatalf("%s not in the shared cache", model)
 		}
 	}
+}
+
+// The four drop-ins with WithLocalCache on one cache directory hold one watch of the service between them (one
+// of its --max-watchers slots), not one each; it stays while any of them is open and ends with the last Close.
+func TestDropInsOnOneCacheShareOneWatch(t *testing.T) {
+	needLibrary(t)
+	server := servertest.StartWithMetrics(t)
+	target, cache := server.Addr(), t.TempDir()
+	watches := func(n float64) func() bool {
+		return func() bool { return server.Metric("dwcp_inference_open_watches") == n }
+	}
+
+	cs, p := dropIns(t, target, cache)
+	nodes, err := monitoring.NewAnomalyDetector(nil, zap.NewNop(),
+		monitoring.WithClientOptions(inference.WithTarget(target)), monitoring.WithLocalCache(cache))
+	if err != nil {
+		t.Fatal(err)
+	}
+	latency := consensus.NewAnomalyDetector(nil, zap.NewNop(), consensus.WithTarget(target),
+		consensus.WithLocalCache(cache))
+	servertest.Eventually(t, "one watch for four drop-ins", watches(1))
+	if missing := missingModels(cache, Models); len(missing) > 0 {
+		t.Fatalf("%v not synced into the shared cache", missing)
+	}
+
+	if err := errors.Join(cs.Close(), nodes.Close(), latency.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if n := server.Metric("dwcp_inference_open_watches"); n != 1 {
+		t.Fatalf("%v watches with one drop-in still open, want 1", n)
+	}
+	if pred, err := p.Predict(linkHistory()); err != nil || pred.Source != inference.SourceEmbedded {
+		t.Fatalf("the predictor left open answered %+v, %v; want an embedded answer", pred, err)
+	}
+	p.Close()
+	servertest.Eventually(t, "no watch once the last drop-in is closed", watches(0))
 }

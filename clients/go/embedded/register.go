@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dwcp/inference/clients/go/inference"
 )
 
@@ -19,24 +21,22 @@ func openLocal(path string, cfg inference.LocalConfig) (inference.LocalRuntime, 
 	if !cfg.FromService() {
 		return Open(path, WithLibrary(cfg.Library))
 	}
-	conn, err := inference.Dial(append([]inference.Option{inference.WithTarget(cfg.Target)}, cfg.ClientOptions...)...)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: service %s: %w", cfg.Target, err)
+	clientOpts := append([]inference.Option{inference.WithTarget(cfg.Target)}, cfg.ClientOptions...)
+	dial := func() (grpc.ClientConnInterface, func(), error) {
+		conn, err := inference.Dial(clientOpts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("embedded: service %s: %w", cfg.Target, err)
+		}
+		return conn, func() { conn.Close() }, nil
 	}
 	wait := cfg.SyncWait
 	if wait <= 0 {
 		wait = dropInSyncWait
 	}
 	opts := []Option{WithLibrary(cfg.Library), WithModels(cfg.Models...), WithServeBeforeSync(), WithSyncWait(wait)}
-	rt, err := FromService(context.Background(), conn, cfg.CacheDir, opts...)
+	rt, err := fromService(context.Background(), inference.ConnKey(clientOpts...), dial, cfg.CacheDir, opts)
 	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	stopSync := rt.stopSync
-	rt.stopSync = func() {
-		stopSync()
-		conn.Close()
+		return nil, err // not a nil *Runtime in the interface
 	}
 	return rt, nil
 }

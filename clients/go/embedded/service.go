@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,8 @@ func WithSyncOptions(opts ...modelsync.Option) Option {
 // conn (modelsync.Sync, in the background: new versions, labels, splits, removals), waits until the first sync
 // has installed a version of every model (WithModels; all four by default), then opens the Runtime on cacheDir,
 // which reloads at once after every sync and polls as Open does. Close stops both; conn stays the caller's.
+// Runtimes of one process on the same conn and cacheDir (without WithSyncOptions) share one sync: one watch
+// stream of the service, ended with the last runtime's Close.
 //
 // While the service is down the runtime answers from the cache, and the sync reconnects with backoff. The
 // cache is a model repository in the service's layout: a process that starts while the service is unreachable
@@ -61,6 +64,17 @@ func WithSyncOptions(opts ...modelsync.Option) Option {
 // no version this runtime can serve (a version without the feature graph), naming them and the sync's last
 // error; WithServeBeforeSync returns the runtime instead.
 func FromService(ctx context.Context, conn grpc.ClientConnInterface, cacheDir string, opts ...Option) (*Runtime, error) {
+	var key any
+	if conn != nil && reflect.TypeOf(conn).Comparable() {
+		key = conn
+	}
+	return fromService(ctx, key, func() (grpc.ClientConnInterface, func(), error) { return conn, func() {}, nil },
+		cacheDir, opts)
+}
+
+// fromService is FromService on the sync of cacheDir over the connection connKey names (nil: a sync of its
+// own), dialled by dial if this runtime is its first user.
+func fromService(ctx context.Context, connKey any, dial dialer, cacheDir string, opts []Option) (*Runtime, error) {
 	o := options{service: serviceOptions{wait: DefaultSyncWait}}
 	for _, opt := range opts {
 		opt(&o)
@@ -75,22 +89,21 @@ func FromService(ctx context.Context, conn grpc.ClientConnInterface, cacheDir st
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded: cache directory: %w", err)
 	}
-	s := newServiceSync()
-	syncOpts := append(slices.Clone(o.service.syncOpts), modelsync.WithEvents(s.onEvent))
-	if len(o.models) > 0 {
-		syncOpts = append(syncOpts, modelsync.WithModels(o.models...))
+	if len(o.service.syncOpts) > 0 { // its own backoff or pruning: not another runtime's sync
+		connKey = nil
 	}
-	syncCtx, cancel := context.WithCancel(context.Background()) // the sync outlives ctx, which bounds the wait
-	syncDone := make(chan error, 1)
-	go func() { syncDone <- modelsync.Sync(syncCtx, conn, cacheDir, syncOpts...) }()
+	s := newServiceSync()
+	shared, err := joinSync(connKey, cacheDir, dial, o.service.syncOpts, s, o.models)
+	if err != nil {
+		return nil, err
+	}
 	go s.reloadOnSync()
 	stop := func() {
-		cancel()
-		<-syncDone
-		close(s.kick) // Sync, the only sender, has returned
+		shared.leave(s)
+		close(s.kick) // the sync, the only other sender, no longer tells s
 	}
 
-	missing, err := s.waitFirstSync(ctx, cacheDir, models, o.service.wait, syncDone)
+	missing, err := s.waitFirstSync(ctx, cacheDir, models, o.service.wait)
 	if err != nil && !o.service.serveBeforeSync {
 		stop()
 		return nil, err
@@ -116,6 +129,7 @@ type serviceSync struct {
 	synced       chan struct{} // a watch message was applied
 	disconnected chan struct{} // the watch failed or ended
 	kick         chan struct{} // reload the runtime (coalesced)
+	failed       chan error    // the sync ended by itself (it cannot write the cache)
 
 	mu      sync.Mutex
 	lastErr error
@@ -124,7 +138,14 @@ type serviceSync struct {
 
 func newServiceSync() *serviceSync {
 	return &serviceSync{synced: make(chan struct{}, 1), disconnected: make(chan struct{}, 1),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), failed: make(chan error, 1)}
+}
+
+func (s *serviceSync) fail(err error) {
+	select {
+	case s.failed <- err:
+	default:
+	}
 }
 
 func signal(c chan struct{}) {
@@ -169,8 +190,8 @@ func (s *serviceSync) reloadOnSync() {
 // waitFirstSync returns once the cache holds a version of every model: after a sync, or at once when the
 // service cannot be reached and an earlier run's cache is complete. When wait or ctx ends first, it returns the
 // models missing and an error naming them.
-func (s *serviceSync) waitFirstSync(ctx context.Context, cacheDir string, models []string, wait time.Duration,
-	syncDone <-chan error) ([]string, error) {
+func (s *serviceSync) waitFirstSync(ctx context.Context, cacheDir string, models []string,
+	wait time.Duration) ([]string, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -183,7 +204,7 @@ func (s *serviceSync) waitFirstSync(ctx context.Context, cacheDir string, models
 			if missing := missingModels(cacheDir, models); len(missing) == 0 {
 				return nil, nil // an earlier run's cache; the sync catches up in the background
 			}
-		case err := <-syncDone:
+		case err := <-s.failed:
 			return models, fmt.Errorf("embedded: syncing %s: %w", cacheDir, err)
 		case <-timer.C:
 			return s.missing(cacheDir, models, fmt.Sprintf("within %v", wait))

@@ -154,3 +154,35 @@ func TestFromServiceNamesWhatIsMissing(t *testing.T) {
 		t.Fatalf("nothing synced yet: %v (a chain would not move on: %q)", err, reason)
 	}
 }
+
+// Runtimes on one connection and cache directory share one watch of the service; one that joins a sync already
+// up to date opens on what it applied (the watch, quiet while nothing changes, will not tell it again). The
+// watch ends with the last runtime's Close.
+func TestFromServiceRuntimesOnOneConnAndCacheShareOneWatch(t *testing.T) {
+	needLibrary(t)
+	server := servertest.StartWithMetrics(t)
+	watches := func(n float64) func() bool {
+		return func() bool { return server.Metric("dwcp_inference_open_watches") == n }
+	}
+	conn, cache := servertest.Dial(t, server.Addr()), t.TempDir()
+	first, err := FromService(context.Background(), conn, cache, WithModels(CompressionModel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // for ever, were it to wait for news
+	defer cancel()
+	second, err := FromService(ctx, conn, cache, WithModels(CompressionModel), WithSyncWait(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, "one watch for two runtimes", watches(1))
+	if _, err := call(context.Background(), second, serviceRequests()[1]); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	if n := server.Metric("dwcp_inference_open_watches"); n != 1 {
+		t.Fatalf("%v watches with one runtime still open, want 1", n)
+	}
+	second.Close()
+	servertest.Eventually(t, "no watch once the last runtime is closed", watches(0))
+}

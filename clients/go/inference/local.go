@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,23 @@ func (c LocalConfig) SyncedFrom(target string, clientOpts []Option, cacheDir, mo
 	c.CacheDir, c.Target, c.Models = cacheDir, target, []string{model}
 	c.ClientOptions = append(append([]Option(nil), clientOpts...), c.ClientOptions...)
 	return c
+}
+
+// ConnKey identifies the connection Dial(opts...) makes (target, TLS configuration, keepalive), so that a
+// process can share one: two option lists with equal keys dial equal connections. It is nil when the options
+// cannot be compared (raw WithDialOptions): such a connection is never shared.
+func ConnKey(opts ...Option) any {
+	cfg := newConfig(opts)
+	if len(cfg.DialOptions) > 0 {
+		return nil
+	}
+	return connKey{cfg.Target, cfg.TLS, cfg.KeepaliveTime}
+}
+
+type connKey struct {
+	target    string
+	tls       *tls.Config // the same configuration, not an equal one: its fields hold functions
+	keepalive time.Duration
 }
 
 // LocalOpener opens a local runtime on path: a model repository directory in our layout, a model's directory

@@ -2,9 +2,13 @@ package inference_test
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
 
 	pb "github.com/dwcp/inference/clients/go/gen/dwcp/inference/v1"
 	"github.com/dwcp/inference/clients/go/inference"
@@ -152,5 +156,34 @@ func TestAVersionPathPinsEveryRPCOfItsModelOnly(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Drop-ins share a sync's connection only when they would dial the same one: same target, the same TLS
+// configuration, same keepalive; call settings (timeout, retries) do not matter, raw dial options are never shared.
+func TestConnKeyTellsWhichConnectionsAreTheSame(t *testing.T) {
+	cfg := &tls.Config{}
+	plain := inference.ConnKey(inference.WithTarget("a:1"))
+	same := []any{inference.ConnKey(inference.WithTarget("a:1"), inference.WithTimeout(time.Second),
+		inference.WithRetries(5, time.Millisecond))}
+	differ := []any{inference.ConnKey(inference.WithTarget("b:1")),
+		inference.ConnKey(inference.WithTarget("a:1"), inference.WithTLS(cfg)),
+		inference.ConnKey(inference.WithTarget("a:1"), inference.WithKeepalive(time.Second))}
+	for _, k := range same {
+		if k != plain {
+			t.Errorf("%v differs from %v", k, plain)
+		}
+	}
+	for _, k := range differ {
+		if k == plain {
+			t.Errorf("%v is the same as %v", k, plain)
+		}
+	}
+	if inference.ConnKey(inference.WithTarget("a:1"), inference.WithTLS(cfg)) !=
+		inference.ConnKey(inference.WithTarget("a:1"), inference.WithTLS(cfg)) {
+		t.Error("the same TLS configuration makes different keys")
+	}
+	if k := inference.ConnKey(inference.WithTarget("a:1"), inference.WithDialOptions(grpc.WithUserAgent("x"))); k != nil {
+		t.Errorf("raw dial options made a key: %v", k)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -293,6 +294,19 @@ func (ad *AnomalyDetector) DetectAnomaly(metricName string, value float64) *Anom
 		r.Description = fmt.Sprintf("%s = %.4g is outside its possible range", metricName, value)
 	}
 	return r
+}
+
+// Close releases what the constructor opened: the reliability detector's client, in-process runtime and its
+// sync (InferenceDetector.Close). An addition to DWCP's API; a detector used for the life of the process need
+// not be closed.
+func (ad *AnomalyDetector) Close() error {
+	var errs []error
+	for _, d := range ad.detectors {
+		if c, ok := d.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Enable turns detection on.

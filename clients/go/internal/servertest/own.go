@@ -2,7 +2,10 @@ package servertest
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ type Server struct {
 	bin       string
 	port      int
 	adminPort int      // 0: no admin API
+	metrics   int      // the metrics port; 0: none
 	flags     []string // serve's flags besides --host and the ports
 	proc      *process // nil while the server is down
 }
@@ -26,7 +30,7 @@ type Server struct {
 // killed when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	return start(tb, false, "--poll-seconds", "0")
+	return start(tb, false, false, "--poll-seconds", "0")
 }
 
 // StartWithAdmin starts a server on the model repository repo, with the admin API on a loopback port of its
@@ -35,14 +39,52 @@ func Start(tb testing.TB) *Server {
 // gives in-flight calls 5 s to finish.
 func StartWithAdmin(tb testing.TB, repo string) *Server {
 	tb.Helper()
-	return start(tb, true, "--repository", repo, "--poll-seconds", "0.2", "--grace-seconds", "5")
+	return start(tb, true, false, "--repository", repo, "--poll-seconds", "0.2", "--grace-seconds", "5")
 }
 
-func start(tb testing.TB, admin bool, flags ...string) *Server {
+// StartWithMetrics is Start with the metrics endpoint on a loopback port of its own (Metric).
+func StartWithMetrics(tb testing.TB) *Server {
+	tb.Helper()
+	return start(tb, false, true, "--poll-seconds", "0")
+}
+
+// Metric is the value of an unlabelled metric (a gauge such as dwcp_inference_open_watches) the server reports
+// now (StartWithMetrics only); the test fails when it cannot be read.
+func (s *Server) Metric(name string) float64 {
+	s.tb.Helper()
+	if s.metrics == 0 {
+		s.tb.Fatal("servertest: Metric of a server started without metrics (use StartWithMetrics)")
+	}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(s.metrics) + "/metrics")
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if value, found := strings.CutPrefix(line, name+" "); found {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				s.tb.Fatalf("servertest: metric %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	s.tb.Fatalf("servertest: the server reports no metric %s", name)
+	return 0
+}
+
+func start(tb testing.TB, admin, metrics bool, flags ...string) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb), port: FreePort(tb), flags: flags}
 	if admin {
 		s.adminPort = FreePort(tb)
+	}
+	if metrics {
+		s.metrics = FreePort(tb)
 	}
 	tb.Cleanup(s.Kill)
 	s.Restart()
@@ -98,8 +140,13 @@ func (s *Server) Restart() {
 	if s.adminPort != 0 {
 		adminPort = s.adminPort
 	}
+	metricsPort := -1
+	if s.metrics != 0 {
+		metricsPort = s.metrics
+	}
 	args := append([]string{"serve", "--host", "127.0.0.1", "--port", strconv.Itoa(s.port),
-		"--admin-port", strconv.Itoa(adminPort), "--metrics-port", "-1"}, s.flags...)
+		"--admin-port", strconv.Itoa(adminPort), "--metrics-host", "127.0.0.1",
+		"--metrics-port", strconv.Itoa(metricsPort)}, s.flags...)
 	proc, err := launch(s.bin, args, syscall.SIGKILL)
 	if err != nil {
 		s.tb.Fatal(err)
