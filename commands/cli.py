@@ -370,6 +370,9 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
                    help="a detector's decision threshold on its score (default: none; detectors need one)")
     i.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickle, which runs code from the file: only for files you trust")
+    i.add_argument("--imputation-from", type=Path, metavar="CSV",
+                   help="the data it was trained on, in the training CSV schema (docs/data.md): each field's "
+                        "median over its normal rows becomes the version's imputation section (default: none)")
 
 
 def _train(args: argparse.Namespace) -> int:

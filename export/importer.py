@@ -27,7 +27,7 @@ import numpy as np
 
 from dwcp_inference.contracts import BANDWIDTH, CONTRACTS
 from dwcp_inference.features import Feature, RawField, Target
-from dwcp_inference.metadata import ModelMetadata
+from dwcp_inference.metadata import MetadataError, ModelMetadata, check_imputation, normal_medians
 
 KINDS = {"bandwidth": "bandwidth_predictor", "reliability": "reliability_detector",
          "consensus": "consensus_latency"}
@@ -109,6 +109,34 @@ def read_features(path: Path) -> tuple[list[str], list[str] | None]:
         return [str(n) for n in d["inputs"]], [str(n) for n in outputs] if outputs else None
     raise ImportRefused(f"--features {path}: expected a list of input names, {{\"inputs\": [...], "
                         "\"outputs\": [...]}, or one name per line")
+
+
+NO_IMPUTATION = ("none: imported without --imputation-from (the data it was trained on), so no value is known "
+                 "for a field a caller cannot measure; the Go drop-ins send 0 and say 'not imputed: no metadata'")
+
+
+def read_imputation(path: Path, kind: str, raw_fields: list[RawField]) -> dict[str, dict[str, Any]]:
+    """The imputation section as training writes it, from the data the model was trained on (a CSV in the
+    training schema of docs/data.md, checked as `train --data` checks it): each numeric raw field's median over
+    the file's normal rows (is_anomaly 0; every row where the schema has no label)."""
+    from dwcp_inference.training.data.csv_schema import DataError, load_csv
+
+    try:
+        columns = load_csv(path, KINDS[kind])
+    except (DataError, OSError) as e:
+        raise ImportRefused(f"--imputation-from {path}: {e}") from None
+    normal = np.flatnonzero(columns["is_anomaly"] == 0) if "is_anomaly" in columns else \
+        np.arange(len(next(iter(columns.values()))))
+    if normal.size == 0:
+        raise ImportRefused(f"--imputation-from {path}: no normal rows (is_anomaly 0) to take medians over")
+    fields = [f.name for f in raw_fields if not f.vocabulary and f.name in columns]
+    how = f"median of the normal rows of {Path(path).name}, given to import as its training data"
+    section = {name: {**entry, "how": how} for name, entry in normal_medians(columns, fields, normal).items()}
+    try:
+        check_imputation(section, raw_fields)  # inside each field's range, as a version's loader requires
+    except MetadataError as e:
+        raise ImportRefused(f"--imputation-from {path}: {e}") from None
+    return section
 
 
 def catalog(kind: str) -> dict[str, RawField]:
@@ -271,7 +299,7 @@ def load_onnx(path: Path) -> Source:
 def import_model(kind: str, source: str, path: Path, repository: Path, *, features_file: Path,
                  scaler_file: Path | None = None, no_scaler: bool = False, window: int | None = None,
                  threshold: float | None = None, trust_pickle: bool = False, tolerance: float = 1e-4,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, imputation_file: Path | None = None) -> Path:
     """Convert, check and publish; returns the new version's directory. Raises ImportRefused."""
     from . import publish
     from .onnx_export import output_specs
@@ -304,6 +332,8 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
     if sequence and not window:
         raise ImportRefused("--window: a sequence model needs the number of samples in its window")
     input_shape = (window, len(inputs)) if sequence else (len(inputs),)
+    raw_fields = [ranges.get(n, RawField(n)) for n in inputs]
+    imputation = read_imputation(imputation_file, kind, raw_fields) if imputation_file else {}
 
     if source == "keras":
         src = load_keras(path, input_shape)
@@ -333,13 +363,16 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
     decision, targets = _contract(kind, src, onnx_out, input_shape, outputs, scaling, threshold, features)
     meta = ModelMetadata(
         name=KINDS[kind], version="", framework=src.framework, opset=OPSET, inputs=[], outputs=[],
-        raw_fields=[ranges.get(n, RawField(n)) for n in inputs], features=features,
+        raw_fields=raw_fields, features=features, imputation=imputation,
         window=window if sequence else 0, targets=targets, decision=decision,
         metrics={"imported": True, "note": "trained elsewhere: no held-out metrics; parity on generated inputs"},
         training={"imported_from": source, "source_file": path.name, "source_sha256": _sha256(path),
                   "features_file": Path(features_file).name, "features_sha256": _sha256(Path(features_file)),
                   "scaler_file": Path(scaler_file).name if scaler_file else None,
                   "scaler_sha256": _sha256(Path(scaler_file)) if scaler_file else None,
+                  "imputation_file": Path(imputation_file).name if imputation_file else None,
+                  "imputation_sha256": _sha256(Path(imputation_file)) if imputation_file else None,
+                  **({} if imputation_file else {"imputation": NO_IMPUTATION}),
                   "command": " ".join(["dwcp-inference", *sys.argv[1:]]),
                   "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         tolerance=tolerance)
@@ -410,7 +443,8 @@ def main(args: Any) -> int:
     try:
         version_dir = import_model(args.model, args.source, args.path, args.repository,
                                    features_file=args.features, scaler_file=args.scaler, no_scaler=args.no_scaler,
-                                   window=args.window, threshold=args.threshold, trust_pickle=args.trust_pickle)
+                                   window=args.window, threshold=args.threshold, trust_pickle=args.trust_pickle,
+                                   imputation_file=args.imputation_from)
     except ImportRefused as e:
         print(f"import refused: {e}", file=sys.stderr)
         return 2

@@ -198,3 +198,53 @@ def test_a_keras_savedmodel_directory_imports_too(imported, tmp_path):
     meta = json.loads((version_dir / "metadata.json").read_text())
     assert meta["metrics"]["parity"]["output"]["max_abs_error"] < 1e-5
     assert meta["training"]["source_file"] == "savedmodel" and len(meta["training"]["source_sha256"]) == 64
+
+
+def _reliability_csv(path: Path, rng) -> dict[str, np.ndarray]:
+    """Rows in the training CSV schema (docs/data.md): 300 normal, 60 anomalous with far larger values."""
+    from dwcp_inference.training.data.generators import RELIABILITY_FEATURES
+
+    labels = np.r_[np.zeros(300, int), np.ones(60, int)]
+    cols = {f: rng.uniform(0.1, 0.5, labels.size) * np.where(labels == 1, 1.9, 1.0) for f in RELIABILITY_FEATURES}
+    cols["latency_p99_ms"] = rng.normal(50, 5, labels.size) * np.where(labels == 1, 8.0, 1.0)
+    lines = [",".join([*cols, "is_anomaly"])]
+    lines += [",".join([*(repr(float(cols[f][i])) for f in cols), str(labels[i])]) for i in range(labels.size)]
+    path.write_text("\n".join(lines) + "\n")
+    return {f: v[labels == 0] for f, v in cols.items()}
+
+
+def test_imputation_comes_from_the_training_data_given_or_is_said_to_be_absent(imported, tmp_path):
+    from dwcp_inference import metadata
+
+    d, repo, _ = imported
+    without = json.loads((repo / "reliability_detector" / "2" / "metadata.json").read_text())
+    assert "imputation" not in without and without["training"]["imputation"].startswith(
+        "none: imported without --imputation-from")
+
+    normal = _reliability_csv(tmp_path / "train.csv", np.random.default_rng(3))
+    new_repo = tmp_path / "repo"
+    cli = [sys.executable, "-m", "dwcp_inference.commands.cli", "import", "reliability", "--from", "torch",
+           str(d / "detector.pt"), "--repository", str(new_repo), "--features", str(d / "node_features.json"),
+           "--scaler", str(d / "node_scaler.json"), "--threshold", "0.1"]
+    out = subprocess.run([*cli, "--imputation-from", str(tmp_path / "train.csv")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    meta = metadata.read(new_repo / "reliability_detector" / "1")  # validated as the server's loader does
+    assert sorted(meta.imputation) == sorted(NODE)
+    for field in NODE:  # the median of the normal rows, as training computes it (not the anomalies' pull)
+        assert meta.imputation[field] == {"value": pytest.approx(float(np.median(normal[field]))),
+                                          "how": "median of the normal rows of train.csv, given to import as its "
+                                                 "training data"}
+    assert meta.training["imputation_file"] == "train.csv" and len(meta.training["imputation_sha256"]) == 64
+    running = start_server(new_repo, poll_seconds=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            v = pb_grpc.InferenceServiceStub(ch).DetectAnomaly(pb.DetectAnomalyRequest(
+                metrics=pb.NodeMetrics(**{f: meta.imputation[f]["value"] for f in NODE}))).model
+            assert (v.name, v.version) == ("reliability_detector", "1")
+    finally:
+        running.stop(0)
+
+    (tmp_path / "short.csv").write_text("error_rate,is_anomaly\n0.1,0\n0.2,0\n")
+    out = subprocess.run([*cli, "--imputation-from", str(tmp_path / "short.csv")], capture_output=True, text=True)
+    assert out.returncode == 2 and f"--imputation-from {tmp_path / 'short.csv'}: " in out.stderr
+    assert "missing columns" in out.stderr and not (new_repo / "reliability_detector" / "2").exists()
