@@ -258,6 +258,51 @@ def test_promote_split_rollback_under_the_systemd_sandbox(sandbox, tmp_path):
     assert tree_digest(repo) == before  # the server wrote nothing into the repository
 
 
+def test_v2_and_model_distribution_under_the_systemd_sandbox(sandbox, tmp_path):
+    """V2 ModelInfer, its HTTP health, GetModel and WatchModels as deployed: uid 10001, the repository read-only
+    (versions root published under umask 077, one while it serves), policies in the state directory."""
+    from google.protobuf.json_format import ParseDict
+
+    from dwcp_inference.api import grpc_predict_v2_pb2 as v2, grpc_predict_v2_pb2_grpc as v2_grpc
+    from dwcp_inference.bench.requests import v2_request
+
+    from .test_distribution import Watch, get_model
+
+    varlib, repo = new_repo(tmp_path)
+    published = publish_with_export(repo)
+    before = tree_digest(repo)
+    server = sandbox(varlib)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = v2_grpc.GRPCInferenceServiceStub(ch)
+        for case in ("PredictBandwidth", "SelectCompression/traits", "DetectAnomaly", "DetectHighLatency"):
+            answer = stub.ModelInfer(ParseDict(v2_request(case, 2), v2.ModelInferRequest()), timeout=30)
+            assert answer.outputs and answer.outputs[0].shape[0] == 2, case
+        assert stub.ModelInfer(ParseDict(v2_request("PredictBandwidth"), v2.ModelInferRequest())).model_version == "2"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/v2/models/{MODEL}/versions/2/ready",
+                                    timeout=10) as r:
+            assert r.status == 200
+
+        manifest, files = get_model(ch, MODEL, version="2")
+        assert manifest.model.version == "2"
+        assert files == {name: (published / name).read_bytes() for name in (metadata.METADATA_FILE,
+                                                                            metadata.MODEL_FILE)}
+        watch = Watch(ch, [MODEL])
+        try:
+            first = watch.next().models[0]
+            assert [v.version for v in first.versions] == ["1", "2"] and first.default_version == "2"
+            assert server.models("promote", MODEL, "1").returncode == 0
+            state = watch.until(MODEL, lambda s: s.labels.get("stable") == "1")
+            assert state.default_version == "1"
+            third = publish_with_export(repo, source="2")  # published by root while it serves
+            watch.until(MODEL, lambda s: [v.version for v in s.versions] == ["1", "2", "3"])
+        finally:
+            watch.call.cancel()
+        assert get_model(ch, MODEL, version="3")[1][metadata.MODEL_FILE] == (third / metadata.MODEL_FILE).read_bytes()
+    assert json.loads((varlib / "state" / MODEL / "policy.json").read_text())["labels"] == {"stable": "1"}
+    after = {k: v for k, v in tree_digest(repo).items() if not k.startswith(f"{MODEL}/3")}
+    assert after == before  # the server wrote nothing into the repository
+
+
 def test_without_a_state_dir_a_read_only_repository_answers_failed_precondition(sandbox, tmp_path):
     varlib, repo = new_repo(tmp_path)
     before = tree_digest(repo)
