@@ -148,9 +148,7 @@ def _nab(rt: Any, series: list, every_file: bool = False) -> dict[str, Any]:
     if seen:
         raise DataError(f"{len(seen)} file(s) of the data were used in training {rt.name} v{rt.version}, so they "
                         f"are not held out: {seen[:3]}")
-    test = [s for s in test if len(s.value) > nab.START]
-    if not test:
-        raise DataError(f"no file of the data has more than {nab.START} intervals (a day of history and an hour)")
+    nab.check_lengths(test)
     if rt.name == "reliability_detector":
         decide, flagged = decisions.anomaly, attrgetter("is_anomaly")
     else:

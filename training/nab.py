@@ -26,6 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from dwcp_inference.features import Feature, RawField, transform
 
 from .common import gate, seed_everything
+from .data.csv_schema import DataError
 from .data.real import NabSeries
 from .evaluation import table
 
@@ -48,6 +49,24 @@ RELIABILITY_FEATURES = ONSET_FEATURES
 CONSENSUS_FEATURES = [Feature("value_onset_day", FIELD, "history_onset_z", context=HISTORY),
                       Feature("value_onset_6h", FIELD, "history_onset_z", context=SIX_HOURS)]
 COLUMNS = ["window_recall", "windows_found", "false_alarms_per_day", "precision", "nab_score"]
+
+
+def check_lengths(series: list[NabSeries]) -> None:
+    """Refuse, naming it, a file too short to judge any interval (a day of history and an hour)."""
+    short = [s for s in series if len(s.value) <= START]
+    if short:
+        raise DataError(f"{short[0].name}: {len(short[0].value)} rows; the detectors judge a value against a day "
+                        f"of history and an hour, so a file needs more than {START} rows ({len(short)} file(s) "
+                        "that short)")
+
+
+def training_split(series: list[NabSeries]) -> tuple[list[NabSeries], list[NabSeries]]:
+    """split_files, once the files are known to be long enough and at least two (one trains, one validates)."""
+    check_lengths(series)
+    if len(series) < 2:
+        raise DataError(f"{series[0].name}: the only file; training needs at least two NAB files (every second in "
+                        "name order validates)")
+    return split_files(series)
 
 
 def split_files(series: list[NabSeries]) -> tuple[list[NabSeries], list[NabSeries]]:
@@ -356,7 +375,7 @@ def train_reliability(series: list[NabSeries], out: Path, *, source: str, seed: 
     from dwcp_inference.metadata import ModelMetadata
 
     name, ours = "reliability_detector", "isolation forest (ours)"
-    train, test = split_files(series)
+    train, test = training_split(series)
 
     def features(group: list[NabSeries]) -> list[np.ndarray]:
         return [transform(RELIABILITY_FEATURES, {FIELD: windows_of(s, HISTORY + 1)}) for s in group]
@@ -412,7 +431,7 @@ def train_consensus(series: list[NabSeries], out: Path, *, source: str, seed: in
 
     seed_everything(seed)
     name, ours = "consensus_latency", "lstm autoencoder (ours)"
-    train, test = split_files(series)
+    train, test = training_split(series)
     raw_train = [windows_of(s, HISTORY + HOUR) for s in train]
     normal_raw = np.concatenate([w[_normal(s)] for s, w in zip(train, raw_train)])
     features = fit_scaling(CONSENSUS_FEATURES, {FIELD: normal_raw})

@@ -58,34 +58,57 @@ class NabSeries:
     windows: list[tuple[np.datetime64, np.datetime64]]
 
 
+NAB_SPACING = np.timedelta64(300, "s")  # the detectors are built for 5-minute intervals (a day is 288 values)
+NAB_REGULAR_SHARE = 0.9  # at least this share of a file's gaps must be NAB_SPACING
+
+
 def nab_series(path: Path) -> list[NabSeries]:
     """The NAB CSVs under `path` with their anomaly windows from combined_windows.json (searched in `path`
-    and its parents)."""
+    and its parents). Refused, naming the file: a CSV with no entry in the labels ([] for a series without
+    anomalies), and one whose rows are not 5 minutes apart."""
     path = Path(path)
     labels_file = next((d / "combined_windows.json" for d in (path, *path.parents)
                         if (d / "combined_windows.json").is_file()), None)
     if labels_file is None:
         raise DataError(f"{path}: no combined_windows.json beside or above it")
     labels = json.loads(labels_file.read_text())
-    out = []
-    for f in _files(path, "**/*.csv"):
-        key = f.relative_to(labels_file.parent).as_posix()
-        if key not in labels:
-            continue
-        raw = np.genfromtxt(f, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    files = _files(path, "**/*.csv")
+    keys = [f.relative_to(labels_file.parent).as_posix() for f in files]
+    unlisted = [f for f, key in zip(files, keys) if key not in labels]
+    if unlisted:
+        raise DataError(f"{unlisted[0]}: no entry in {labels_file} ({len(unlisted)} of {len(files)} CSV files "
+                        "have none; list each file's anomaly windows there, [] for a series without anomalies)")
+    return [_nab_file(f, key, labels[key]) for f, key in zip(files, keys)]
+
+
+def _nab_file(f: Path, key: str, spans: list) -> NabSeries:
+    raw = np.genfromtxt(f, delimiter=",", names=True, dtype=None, encoding="utf-8", ndmin=1)
+    missing = [c for c in ("timestamp", "value") if c not in (raw.dtype.names or ())]
+    if missing:
+        raise DataError(f"{f}: no column {missing[0]} (a NAB file has the header timestamp,value)")
+    try:
         ts = np.array(raw["timestamp"], dtype="datetime64[s]")
         value = np.asarray(raw["value"], dtype=np.float64)
-        bad = ~np.isfinite(value)
-        if bad.any():
-            raise DataError(f"{f}: row {int(np.flatnonzero(bad)[0]) + 2}, column value: not a finite number")
-        windows = [(np.datetime64(a[:19], "s"), np.datetime64(b[:19], "s")) for a, b in labels[key]]
-        in_window = np.zeros(len(ts), dtype=bool)
-        for a, b in windows:
-            in_window |= (ts >= a) & (ts <= b)
-        out.append(NabSeries(key, ts, value, in_window, windows))
-    if not out:
-        raise DataError(f"{path}: no CSV listed in {labels_file}")
-    return out
+    except ValueError as e:
+        raise DataError(f"{f}: not a NAB series (timestamp as YYYY-MM-DD HH:MM:SS, value a number): {e}") from None
+    bad = ~np.isfinite(value)
+    if bad.any():
+        raise DataError(f"{f}: row {int(np.flatnonzero(bad)[0]) + 2}, column value: not a finite number")
+    _check_spacing(f, ts)
+    windows = [(np.datetime64(a[:19], "s"), np.datetime64(b[:19], "s")) for a, b in spans]
+    in_window = np.zeros(len(ts), dtype=bool)
+    for a, b in windows:
+        in_window |= (ts >= a) & (ts <= b)
+    return NabSeries(key, ts, value, in_window, windows)
+
+
+def _check_spacing(f: Path, ts: np.ndarray) -> None:
+    """Refuse a series not at the 5-minute cadence: the detectors count a day as 288 rows."""
+    gaps = np.diff(ts)
+    if gaps.size and np.mean(gaps == NAB_SPACING) < NAB_REGULAR_SHARE:
+        median = np.median(gaps.astype(np.int64)) / 60
+        raise DataError(f"{f}: rows {median:g} minutes apart (median), {np.mean(gaps == NAB_SPACING):.0%} of them "
+                        "5 minutes apart; the NAB detectors are built for 5-minute intervals (resample the series)")
 
 
 def payload_files(path: Path) -> list[tuple[str, bytes]]:
