@@ -3,11 +3,11 @@ sitting, alternating rounds, the median of the rounds: what a change to the tran
 
     python -m dwcp_inference.bench.ab before:tree=/tmp/base now "t4:args=--threads 4" [--rounds 5] [--seconds 3]
 
-A variant is `NAME[:key=value;...]` with keys `tree` (a checkout of this repository: its dwcp_inference, services,
-training, export and bench are served instead of the installed ones), `args` (added to `serve`'s flags) and `env`
-(`K=V,K=V`, added to the server's environment). Measured per variant: PredictBandwidth p50 sequential and QPS at
-16 and 64 in flight, DetectAnomaly QPS at 64 in flight (a call where the transport is most of the cost), and
-PredictBandwidth's batch of 64 (decisions/s, 16 in flight); the server pinned to core 0, ghz to core 1.
+A variant is `NAME[:key=value;...]` with keys `tree` (a checkout of this repository: its packages, laid out as its
+pyproject.toml's package-dir maps them, are served instead of the installed ones), `args` (added to `serve`'s
+flags) and `env` (`K=V,K=V`, added to the server's environment). Measured per variant: PredictBandwidth p50
+sequential and QPS at 16 and 64 in flight, DetectAnomaly QPS at 64 in flight (a call where the transport is most of
+the cost), and PredictBandwidth's batch of 64 (decisions/s, 16 in flight); the server pinned to core 0, ghz to core 1.
 """
 
 from __future__ import annotations
@@ -19,25 +19,36 @@ import shlex
 import statistics
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from .suite import runner, serving
 
-PACKAGES = {"dwcp_inference": "dwcp_inference", "services": "services", "training": "training", "export": "export",
-            "bench": "bench"}
 FIELDS = ("bw_p50_us", "bw_qps_c16", "bw_qps_c64", "anomaly_qps_c64", "bw_batch64_dps")
+ROOT_PACKAGE = "dwcp_inference"
+
+
+def package_dirs(tree: Path) -> dict[str, str]:
+    """The tree's pyproject.toml `[tool.setuptools] package-dir`: each package's directory in the tree."""
+    with open(tree / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["setuptools"]["package-dir"]
 
 
 def _package_from(tree: Path) -> str:
-    """A directory whose `dwcp_inference` package is the tree's (the layout pyproject.toml maps), for PYTHONPATH."""
+    """A directory whose `dwcp_inference` package is the tree's, laid out as its pyproject.toml maps it (each
+    subpackage kept in a directory of its own, e.g. `services/`, linked in), for PYTHONPATH."""
     root = Path(tempfile.mkdtemp(prefix="ab-tree-"))
-    pkg = root / "dwcp_inference"
+    dirs = package_dirs(tree)
+    pkg = root / ROOT_PACKAGE
     pkg.mkdir()
-    for entry in (tree / "dwcp_inference").iterdir():
+    for entry in (tree / dirs.get(ROOT_PACKAGE, ROOT_PACKAGE)).iterdir():
         (pkg / entry.name).symlink_to(entry)
-    for sub in ("services", "training", "export", "bench"):
-        (pkg / sub).symlink_to(tree / sub)
+    for name, directory in dirs.items():
+        if name.count(".") == 1 and name.startswith(ROOT_PACKAGE + "."):  # deeper ones live in their parent's
+            link = root.joinpath(*name.split("."))
+            link.unlink(missing_ok=True)  # a subpackage the root directory also holds: the mapped one
+            link.symlink_to(tree / directory)
     return str(root)
 
 

@@ -39,9 +39,10 @@ STAGES = [
 ]
 
 
-def _stage(frames: list[str]) -> str:
+def stage_of(frames: list[str], table: list[tuple[str, str]] = STAGES) -> str:
+    """The name of the first (name, pattern) of `table` that matches the innermost frame any of them matches."""
     for frame in reversed(frames):
-        for stage, pattern in STAGES:
+        for stage, pattern in table:
             if re.search(pattern, frame):
                 return stage
     return "other"
@@ -61,7 +62,7 @@ def summarise(raw: str) -> tuple[collections.Counter, collections.Counter, int]:
         if not frames or "wait (threading.py" in frames[-1] or "_worker (concurrent" in frames[-1]:
             continue  # an idle worker thread
         total += n
-        stages[_stage(frames)] += n
+        stages[stage_of(frames)] += n
         leaf = re.sub(r"\(/.*?(site-packages/|python3\.\d+/|dwcp_inference/|main/)", "(", frames[-1])
         leaves[leaf] += n
     return stages, leaves, total

@@ -69,7 +69,7 @@ def _windows(seqs: "Samples", window: int, fields: Sequence[str], labels: Sequen
     lengths = seqs.lengths.tolist()
     if len(lengths) == 1:  # the single RPCs: plain integers cost less than numpy calls
         bad = 0 if not window <= lengths[0] <= max_window else None
-        rows = np.arange(lengths[0] - window, lengths[0])[None, :]
+        rows = np.s_[None, lengths[0] - window:lengths[0]]  # [1, W] views: no gather
     else:
         fails = (seqs.lengths > max_window) | (seqs.lengths < window)
         bad = int(np.argmax(fails)) if fails.any() else None
@@ -84,8 +84,7 @@ def _windows(seqs: "Samples", window: int, fields: Sequence[str], labels: Sequen
     cols: dict[str, np.ndarray] = {}
     plain = [f for f in fields if not f.startswith(CUSTOM)]
     if plain:
-        values = seqs.numeric(rows, plain)
-        cols.update({f: values[..., k] for k, f in enumerate(plain)})
+        cols.update(seqs.numeric(rows, plain))
     for f in fields:
         if f.startswith(CUSTOM):
             key = f[len(CUSTOM):]
@@ -215,8 +214,16 @@ def _enum_name(enum, value: int) -> str:
 # path, which makes the same bytes from the same columns.
 
 def timestamp(seconds: float) -> Timestamp:
+    whole, nanos = seconds_nanos(seconds)
+    return Timestamp(seconds=whole, nanos=nanos)
+
+
+def seconds_nanos(seconds: float) -> tuple[int, int]:
+    """A time in seconds as a Timestamp's whole seconds and nanos (failing as Timestamp would)."""
     whole = math.floor(seconds)
-    return Timestamp(seconds=whole, nanos=min(int((seconds - whole) * 1e9), 999_999_999))
+    if not -2 ** 63 <= whole < 2 ** 63:
+        raise ValueError("Value out of range: a timestamp's seconds")
+    return whole, min(int((seconds - whole) * 1e9), 999_999_999)
 
 
 def timestamps(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

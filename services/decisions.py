@@ -187,17 +187,19 @@ class TargetDecoder:
         self.mean = np.array([t.mean for t in targets], dtype=np.float64)
         self.lo = np.array([-np.inf if t.min is None else t.min for t in targets], dtype=np.float64)
         self.hi = np.array([np.inf if t.max is None else t.max for t in targets], dtype=np.float64)
-        self.expm1 = [i for i, t in enumerate(targets) if t.transform == "log1p"]
-        self.exp = [i for i, t in enumerate(targets) if t.transform == "log"]
+        self.expm1 = np.array([i for i, t in enumerate(targets) if t.transform == "log1p"], dtype=np.intp)
+        self.exp = np.array([i for i, t in enumerate(targets) if t.transform == "log"], dtype=np.intp)
 
     def __call__(self, outputs: np.ndarray) -> np.ndarray:
         """[T, N] float64: each target's values in domain units, clipped to its range, one contiguous row each."""
-        y = np.asarray(outputs)[:, :len(self.names)].astype(np.float64) * self.std + self.mean
-        if self.expm1:
+        y = np.asarray(outputs)[:, :len(self.names)].astype(np.float64)
+        y *= self.std
+        y += self.mean
+        if len(self.expm1):
             y[:, self.expm1] = np.expm1(y[:, self.expm1])
-        if self.exp:
+        if len(self.exp):
             y[:, self.exp] = np.exp(y[:, self.exp])
-        return np.ascontiguousarray(np.clip(y, self.lo, self.hi).T)
+        return np.ascontiguousarray(np.clip(y, self.lo, self.hi).T)  # not np.minimum/maximum: +-0 ties differ
 
 
 def ranked_descending(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +234,33 @@ def bandwidth(rt: ModelRuntime, columns: Mapping[str, np.ndarray]) -> BandwidthA
         return BandwidthAnswers(*point, np.full(len(x), coverage), horizon,
                                 _f64(pred[QUANTILE_TARGETS[0]]), _f64(pred[QUANTILE_TARGETS[1]]))
     bw = np.asarray(columns["bandwidth_mbps"], dtype=np.float64)
+    confidence = confidence_one(base, bw) if len(bw) == 1 else confidence_columns(base, bw)
+    return BandwidthAnswers(*point, confidence, horizon)
+
+
+def confidence_columns(base: float, bw: np.ndarray) -> np.ndarray:
+    """`base` (1 - validation MAPE) over 1 + the coefficient of variation of each window's bandwidth (rows of `bw`
+    [B, W]), clipped to [0, 1]: [B] float64."""
     mean = np.add.reduce(bw, axis=1) / bw.shape[1]
     cv = np.sqrt(np.maximum(np.add.reduce(bw * bw, axis=1) / bw.shape[1] - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
-    return BandwidthAnswers(*point, _f64(np.clip(base / (1.0 + cv), 0.0, 1.0)), horizon)
+    return _f64(np.clip(base / (1.0 + cv), 0.0, 1.0))
+
+
+def confidence_one(base: float, bw: np.ndarray) -> np.ndarray:
+    """confidence_columns for one window in Python floats after numpy's two sums (its pairwise order): the same
+    IEEE operations, np.maximum's and np.clip's NaN and signed-zero rules, so the same bits (tested)."""
+    n = bw.shape[1]
+    mean = float(np.add.reduce(bw, axis=1)[0]) / n
+    var = float(np.add.reduce(bw * bw, axis=1)[0]) / n - mean * mean
+    cv = math.sqrt(var if var > 0.0 or var != var else 0.0) / _maximum(mean, 1e-9)  # np.maximum(var, 0.0)
+    x = base / (1.0 + cv)
+    clipped = 0.0 if x < 0.0 else 1.0 if x > 1.0 else x  # np.clip's rule: a NaN and a tie (+-0) keep the value
+    return np.array([clipped], dtype=np.float64)
+
+
+def _maximum(a: float, b: float) -> float:
+    """np.maximum(a, b) where b is not zero: a NaN wins."""
+    return a if a >= b or a != a else b
 
 
 QUANTILE_TARGETS = BANDWIDTH.interval  # p10 and p90: the targets of the interval a version may answer

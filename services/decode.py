@@ -76,19 +76,21 @@ class Samples:
     def starts(self) -> np.ndarray:
         return np.cumsum(self.lengths) - self.lengths
 
-    def numeric(self, rows: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        """The numbers of `names` (plain fields) at `rows`: rows.shape + (len(names),)."""
-        if tuple(names) == self.fields:  # every field, in order: one gather
-            return self.numbers[rows]
-        return self.numbers[rows][..., [self.fields.index(n) for n in names]]
+    def numeric(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The numbers of each of `names` (plain fields) at `rows` (an index array, or slices for one window): views
+        of one gather, each of the shape `rows` selects."""
+        numbers, index = self.numbers[rows], self.fields.index
+        return {name: numbers[..., index(name)] for name in names}
 
     def strings(self, name: str, rows: np.ndarray) -> np.ndarray:
         vocabulary, codes = self.labels[name]
-        return np.array(vocabulary, dtype=object)[codes[rows]].astype(str)
+        return np.array(vocabulary, dtype=str)[codes[rows]]
 
     def last_times(self, default: float) -> np.ndarray:
         """Each sequence's last sample's timestamp in seconds, or `default` without one: [B] float64."""
         has, seconds, nanos = self.last_timestamps
+        if len(has) == 1:  # a single call: the same arithmetic in Python floats
+            return np.array([float(seconds[0]) + float(nanos[0]) / 1e9 if has[0] else default], dtype=np.float64)
         return np.where(has, seconds.astype(np.float64) + nanos.astype(np.float64) / 1e9, default)
 
     def take(self, rows: np.ndarray, lengths: np.ndarray) -> "Samples":

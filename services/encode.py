@@ -99,12 +99,11 @@ def bandwidth(rt: ModelRuntime, single: bool, answers: decisions.BandwidthAnswer
               now: float) -> BandwidthReply:
     """`base`: each item's time of its last sample (its timestamp, else now) in seconds."""
     if len(base) == 1:  # a single call: plain floats cost less than numpy calls (the same arithmetic)
-        one = convert.timestamp(float(base[0]) + answers.horizon_seconds)
-        seconds, nanos = np.array([one.seconds], dtype=np.int64), np.array([one.nanos], dtype=np.int32)
+        one = convert.seconds_nanos(float(base[0]) + answers.horizon_seconds)
+        seconds, nanos = np.array([one[0]], dtype=np.int64), np.array([one[1]], dtype=np.int32)
     else:
         seconds, nanos = convert.timestamps(np.asarray(base, dtype=np.float64) + answers.horizon_seconds)
-    made = convert.timestamp(now)
-    return BandwidthReply(rt, single, answers=answers, valid_until=(seconds, nanos), now=(made.seconds, made.nanos))
+    return BandwidthReply(rt, single, answers=answers, valid_until=(seconds, nanos), now=convert.seconds_nanos(now))
 
 
 @dataclass

@@ -178,6 +178,8 @@ def _values(code: int, p: Any) -> np.ndarray:
     """The predicted values as [B, k] bytes, as struct packs them (and failing as it would)."""
     if code == 0:
         wide = np.asarray(p, dtype=np.float64).reshape(-1)
+        if len(wide) == 1:  # one call: struct's float32 is the same C cast, with the same OverflowError
+            return np.frombuffer(_FLOAT.pack(float(wide[0])), np.uint8).reshape(1, 4)
         with np.errstate(over="ignore"):
             narrow = wide.astype("<f4")
         if not np.isfinite(narrow).all() and (np.isinf(narrow) & np.isfinite(wide)).any():  # too large a double
@@ -188,6 +190,8 @@ def _values(code: int, p: Any) -> np.ndarray:
             p = Choices(np.array([CODECS.index(c) for c, _ in p], dtype=np.int64),
                         np.array([level for _, level in p], dtype=np.int64))
         level = np.asarray(p.level, dtype=np.int64)
+        if len(level) == 1 and -32768 <= level[0] <= 32767 and 0 <= p.codec[0] <= 255:  # one call: struct packs it
+            return np.frombuffer(_CHOICE.pack(int(p.codec[0]), int(level[0])), np.uint8).reshape(1, 3)
         if ((level < -32768) | (level > 32767)).any():
             raise struct.error("'h' format requires -32768 <= number <= 32767")
         out = np.empty((len(level), 3), dtype=np.uint8)

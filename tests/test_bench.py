@@ -82,6 +82,62 @@ def test_one_call_times_the_servers_path_from_bytes_to_bytes():
     assert set(times) == {"DetectAnomaly", "SelectCompression/traits"} and all(v > 0 for v in times.values())
 
 
+def test_another_tree_is_served_with_every_package_its_pyproject_maps(tmp_path):
+    """bench.ab's `tree=` (and one_call's --against) import every package from that tree, laid out as its
+    pyproject.toml's package-dir says (commands/ included), never the installed one's."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dwcp_inference.bench import ab
+
+    repo = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(repo / "pyproject.toml", tree)
+    packages = ab.package_dirs(tree)
+    assert "dwcp_inference.commands" in packages
+    for directory in packages.values():
+        (tree / directory).mkdir(exist_ok=True)
+        (tree / directory / "__init__.py").write_text("")
+    path = ab._package_from(tree)
+    code = f"import importlib; print('\\n'.join(importlib.import_module(n).__file__ for n in {sorted(packages)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": path}, cwd=path, capture_output=True,
+                          text=True, check=True)
+    files = [Path(f).resolve() for f in done.stdout.split()]
+    assert files == [(tree / packages[n] / "__init__.py").resolve() for n in sorted(packages)]
+
+
+def test_one_calls_profile_splits_a_sample_by_the_innermost_part_it_was_in():
+    """bench.one_call --profile: each py-spy sample of the timed loop goes to the innermost frame that names a part
+    of the path (a Samples method to its caller's part); samples outside the loop are left out."""
+    from dwcp_inference.bench import one_call
+
+    loop = "<module> (<string>:22);_timed_calls (<string>:15);<lambda> (bench/one_call.py:41);" \
+           "rpc.<locals>.wrapper (services/servicers.py:57)"
+    raw = "\n".join([
+        f"{loop};InferenceServicer._bandwidth (services/servicers.py:119);bandwidth (services/decisions.py:218);"
+        "ModelRuntime.infer (services/runtime.py:220);ModelRuntime.run_raw (services/runtime.py:209);"
+        "Session.run (onnxruntime/capi/onnxruntime_inference_collection.py:406) 7",
+        f"{loop};bandwidth (services/decisions.py:219);ModelRuntime.compute (services/runtime.py:233);"
+        "Pipeline.validate (dwcp_inference/features.py:346);_all (numpy/_core/_methods.py:70) 3",
+        f"{loop};network (services/convert.py:117);_windows (services/convert.py:87);"
+        "Samples.numeric (services/decode.py:82) 2",
+        f"{loop};parsed (dwcp_inference/services/decode.py:50);"  # as another tree's package names it
+        "native_deserializer.<locals>.parse (/tmp/ab-tree-x/dwcp_inference/services/decode.py:317) 4",
+        f"{loop};Reply.render (services/encode.py:65);OutcomeTracker.remember_many (services/outcomes.py:93) 5",
+        f"{loop};bandwidth (services/encode.py:103);seconds_nanos (services/convert.py:225) 1",
+        f"{loop} 1",
+        "<module> (<string>:18);_our_answers (bench/floor_python.py:45) 50",
+    ])
+    parts, total = one_call.split(raw)
+    assert total == 23
+    assert parts == {"model (onnxruntime session)": 7, "validation (features.Pipeline)": 3,
+                     "columns checked, payload traits (convert)": 2, "bytes to columns (decode)": 4,
+                     "prediction ids": 5, "response bytes": 1, "rpc wrapper and servicer": 1}
+
+
 def test_select_compression_is_measured_as_the_go_drop_in_sends_it_and_with_traits():
     import re
     from pathlib import Path

@@ -68,7 +68,8 @@ def test_the_target_decoder_gives_decode_targets_bits(which):
     targets = _targets()[which]
     decoder = decisions.TargetDecoder(targets)
     rng = np.random.default_rng(17)
-    special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1e30, -1e30, 700.0, -700.0, 3.4e38], dtype=np.float32)
+    special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1e30, -1e30, 700.0, -700.0, 3.4e38, 2.0, -2.0],
+                       dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         for batch in (1, 2, 5, 64):
             for _ in range(100):
@@ -162,3 +163,19 @@ def test_one_row_is_ranked_as_numpys_stable_argsort_ranks_it():
             assert (order.dtype, order.shape, order.tobytes()) == (want.dtype, want.shape, want.tobytes())
             taken = np.ascontiguousarray(row[np.arange(1)[:, None], want], dtype=np.float64)
             assert (ranked.dtype, ranked.shape, ranked.tobytes()) == (taken.dtype, taken.shape, taken.tobytes())
+
+
+def test_one_windows_confidence_has_the_batch_rules_bits():
+    """decisions.confidence_one (Python floats after numpy's sums) against confidence_columns (numpy, the
+    reference): the same bytes over random windows with +-0, NaN, infinities, huge and tiny values, and bases at
+    and beyond the clip's bounds."""
+    rng = np.random.default_rng(17)
+    pool = [0.0, -0.0, 1.0, 1e-12, 1e-300, 1e300, np.inf, np.nan, 500.0, 3.0]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(3000):
+            width = int(rng.integers(1, 40))
+            bw = (rng.choice(pool, (1, width)) if rng.random() < 0.4 else
+                  rng.random((1, width)) * 10 ** rng.uniform(-6, 6)).astype(np.float64)
+            base = float(rng.choice([0.0, -0.0, 0.5, 0.935, 1.0, 2.0, -1.0, np.nan]))
+            want, got = decisions.confidence_columns(base, bw), decisions.confidence_one(base, bw)
+            assert (got.dtype, got.shape, got.tobytes()) == (want.dtype, want.shape, want.tobytes()), (base, bw)

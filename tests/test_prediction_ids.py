@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import random
 import shutil
 import struct
@@ -114,3 +115,39 @@ def test_native_and_python_signing_make_the_same_ids(native):
         assert ids == signer.sign_many("bandwidth_predictor", version, predicted, MADE_AT, nonces=nonces)
         assert all(base64.urlsafe_b64decode(i + "=" * (-len(i) % 4)) for i in ids)
         assert [signer.open(i).predicted for i in ids] == predicted.astype(np.float32).tolist()
+
+
+def test_one_value_is_packed_as_a_batch_packs_it():
+    """A single call's float (struct) gives the bytes, and the refusal, of the batch path (numpy) for that value."""
+    from dwcp_inference.services.prediction_ids import _values
+
+    rng = random.Random(13)
+    values = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 1e-46, 1e-40, 3.4028235e38, 3.4028236e38,
+              3.5e38, -1e300, 1e300] + [rng.uniform(-1e6, 1e6) for _ in range(500)]
+    for v in values:
+        try:
+            want = _values(0, np.array([v, 0.0]))[:1].tobytes()
+        except OverflowError as e:
+            with pytest.raises(OverflowError, match=str(e)):
+                _values(0, np.array([v]))
+            continue
+        got = _values(0, np.array([v]))
+        assert (got.dtype, got.shape, got.tobytes()) == (np.uint8, (1, 4), want), v
+
+
+def test_one_choice_is_packed_as_a_batch_packs_it():
+    """A single call's codec and level (struct) give the bytes of the batch path (numpy), and its refusal."""
+    from dwcp_inference.services.prediction_ids import _values
+
+    for codec in range(len(CODECS)):
+        for level in (-32769, -32768, -1, 0, 1, 3, 22, 32767, 32768):
+            one = Choices(np.array([codec]), np.array([level]))
+            two = Choices(np.array([codec, 0]), np.array([level, 0]))
+            try:
+                want = _values(1, two)[:1].tobytes()
+            except struct.error as e:
+                with pytest.raises(struct.error, match=str(e)):
+                    _values(1, one)
+                continue
+            got = _values(1, one)
+            assert (got.dtype, got.shape, got.tobytes()) == (np.uint8, (1, 3), want), (codec, level)
