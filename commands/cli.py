@@ -420,8 +420,9 @@ def _soak(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from dwcp_inference.export.importer import main as run_import
+    from dwcp_inference.training.data.csv_schema import load_csv
 
-    return run_import(args)
+    return run_import(args, load_csv=load_csv)
 
 
 def _fuzz(args: argparse.Namespace) -> int:

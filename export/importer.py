@@ -115,15 +115,15 @@ NO_IMPUTATION = ("none: imported without --imputation-from (the data it was trai
                  "for a field a caller cannot measure; the Go drop-ins send 0 and say 'not imputed: no metadata'")
 
 
-def read_imputation(path: Path, kind: str, raw_fields: list[RawField]) -> dict[str, dict[str, Any]]:
+def read_imputation(path: Path, kind: str, raw_fields: list[RawField],
+                    load_csv: Callable[[Path, str], dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
     """The imputation section as training writes it, from the data the model was trained on (a CSV in the
-    training schema of docs/data.md, checked as `train --data` checks it): each numeric raw field's median over
-    the file's normal rows (is_anomaly 0; every row where the schema has no label)."""
-    from dwcp_inference.training.data.csv_schema import DataError, load_csv
-
+    training schema of docs/data.md, read and checked by `load_csv(path, model)` as `train --data` reads it: the
+    command passes training's loader, which export may not import): each numeric raw field's median over the
+    file's normal rows (is_anomaly 0; every row where the schema has no label)."""
     try:
         columns = load_csv(path, KINDS[kind])
-    except (DataError, OSError) as e:
+    except (ValueError, OSError) as e:  # training's DataError is a ValueError
         raise ImportRefused(f"--imputation-from {path}: {e}") from None
     normal = np.flatnonzero(columns["is_anomaly"] == 0) if "is_anomaly" in columns else \
         np.arange(len(next(iter(columns.values()))))
@@ -299,7 +299,8 @@ def load_onnx(path: Path) -> Source:
 def import_model(kind: str, source: str, path: Path, repository: Path, *, features_file: Path,
                  scaler_file: Path | None = None, no_scaler: bool = False, window: int | None = None,
                  threshold: float | None = None, trust_pickle: bool = False, tolerance: float = 1e-4,
-                 seed: int = 0, imputation_file: Path | None = None) -> Path:
+                 seed: int = 0, imputation_file: Path | None = None,
+                 load_csv: Callable[[Path, str], dict[str, np.ndarray]] | None = None) -> Path:
     """Convert, check and publish; returns the new version's directory. Raises ImportRefused."""
     from . import publish
     from .onnx_export import output_specs
@@ -333,7 +334,9 @@ def import_model(kind: str, source: str, path: Path, repository: Path, *, featur
         raise ImportRefused("--window: a sequence model needs the number of samples in its window")
     input_shape = (window, len(inputs)) if sequence else (len(inputs),)
     raw_fields = [ranges.get(n, RawField(n)) for n in inputs]
-    imputation = read_imputation(imputation_file, kind, raw_fields) if imputation_file else {}
+    if imputation_file and load_csv is None:
+        raise ImportRefused("--imputation-from: this caller gave no CSV loader (the command line passes training's)")
+    imputation = read_imputation(imputation_file, kind, raw_fields, load_csv) if imputation_file else {}
 
     if source == "keras":
         src = load_keras(path, input_shape)
@@ -439,12 +442,12 @@ def _contract(kind: str, src: Source, out: dict[str, np.ndarray], input_shape: t
                     ">= threshold"}, []
 
 
-def main(args: Any) -> int:
+def main(args: Any, load_csv: Callable[[Path, str], dict[str, np.ndarray]] | None = None) -> int:
     try:
         version_dir = import_model(args.model, args.source, args.path, args.repository,
                                    features_file=args.features, scaler_file=args.scaler, no_scaler=args.no_scaler,
                                    window=args.window, threshold=args.threshold, trust_pickle=args.trust_pickle,
-                                   imputation_file=args.imputation_from)
+                                   imputation_file=args.imputation_from, load_csv=load_csv)
     except ImportRefused as e:
         print(f"import refused: {e}", file=sys.stderr)
         return 2
