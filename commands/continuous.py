@@ -2,7 +2,8 @@
 
 Beside the server (or as a Kubernetes Deployment), never inside it: it talks to the server through its admin API
 (labels, split, stages, the shadow's statistics), its metrics endpoint (drift, non-finite outputs, latency) and
-its health service, reads the data directory and the repository, and trains through `dwcp-inference train`.
+its health service, reads the data directory and the repository, and trains through `dwcp-inference train`: a
+subprocess that the following checks poll, so watching and judging go on while it runs (one at a time).
 
 Each check (every `--interval` seconds, or once with `--once`):
 
@@ -25,12 +26,13 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import tomllib
 import urllib.request
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,7 @@ class ControllerConfig:
     watch_latency_p99: float = 0.0   # rollback: p99 latency (seconds) above this since the promotion; 0: off
     watch_drift: float = 0.0         # rollback: drift above this (RMS) for drift_checks checks; 0: off
     size: str = ""                   # the recipe's size (quick, full); "": the champion's
-    train_timeout: float = 3600.0
+    train_timeout_seconds: float = 3600.0  # a training running longer is ended (its run FAILED); 0: no limit
 
 
 # ---------------------------------------------------------------------------------------------- the server
@@ -197,6 +199,32 @@ def p99(now: dict[float, float], before: dict[float, float]) -> float | None:
 # ---------------------------------------------------------------------------------------------- the controller
 
 
+@dataclass
+class Training:
+    """A `train` subprocess in flight and what its challenger is made of."""
+
+    proc: subprocess.Popen
+    run_dir: Path
+    files: list[Any]
+    fingerprint: str
+    trigger: str
+    champion: str
+    run_id: str
+    recipe: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    busy_said: bool = False
+    done_said: bool = False
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def stop(self) -> None:
+        """End it and its workers (their own process group)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
 class Controller:
     def __init__(self, args: argparse.Namespace, triggers: TriggerConfig, evidence: EvidenceConfig,
                  config: ControllerConfig, server: Any = None):
@@ -217,6 +245,7 @@ class Controller:
         self.tracker = None
         self.metrics = _ControllerMetrics(args.metrics_port) if args.metrics_port >= 0 else None
         self._paused_said = False
+        self.training: Training | None = None  # the training in flight (a `train` subprocess), if any
 
     # ------------------------------------------------------------------ events and state
 
@@ -231,10 +260,12 @@ class Controller:
             self.metrics.event(self.model, kind)
         if self.dry:
             print(f"[dry-run] {kind}: {message}", flush=True)
-        elif kind in ("canary", "promote", "reject", "rollback") and self.state.get("run_id"):
+        elif kind in ("canary", "promote", "reject", "rollback") and (evidence.get("run_id") or
+                                                                      self.state.get("run_id")):
             tracker = self._tracker()  # the challenger's run says what became of it
             if tracker:
-                tracker.client.set_tag(self.state["run_id"], "live_decision", f"{kind}: {message}"[:5000])
+                tracker.client.set_tag(evidence.get("run_id") or self.state["run_id"], "live_decision",
+                                       f"{kind}: {message}"[:5000])
 
     def save(self) -> None:
         if self.dry:
@@ -266,6 +297,7 @@ class Controller:
             if not self._paused_said:
                 self.event("paused", f"{self.state_dir / PAUSED} exists: doing nothing until `continuous --resume`")
                 self._paused_said = True
+            self._end_overdue_training()  # a paused controller publishes nothing, but a hung training still ends
             return self.state["phase"]
         self._paused_said = False
         if not self.server.healthy():
@@ -286,6 +318,8 @@ class Controller:
         else:
             phase = self.state["phase"]
             getattr(self, f"_{phase}")(status, champion, scraped)
+            if self.training:
+                self._collect_training(champion)
         self.save()
         return self.state["phase"]
 
@@ -321,12 +355,23 @@ class Controller:
     # ------------------------------------------------------------------ idle: triggers
 
     def _idle(self, status: Any, champion: str, scraped: dict[str, Any]) -> None:
+        self._maybe_train(status, champion, scraped)
+
+    def _maybe_train(self, status: Any, champion: str, scraped: dict[str, Any]) -> None:
+        """The triggers, on the champion (idle) or on the promoted version (watch): one may start a training."""
         v = self._version(status, champion)
         obs = Observation(now=time.time(), drift=scraped["drift"].get(champion, {}),
                           live=dict(v.live_accuracy) if v else {}, outcomes=v.outcomes if v else 0,
                           held_out=self._held_out(champion), new_rows=self.state.get("new_rows", 0),
                           last_trained=self.state.get("last_trained"))
         fired = self.triggers.check(obs)
+        if fired and self.training:  # one training at a time: said once per training
+            if not self.training.busy_said:
+                self.training.busy_said = True
+                self.event("busy", f"{', '.join(f.trigger for f in fired)} fired while training run "
+                                   f"{self.training.run_dir.name} runs: no second training",
+                           triggers=[f.trigger for f in fired], pid=self.training.proc.pid)
+            return
         for f in fired:
             self.event("trigger", f"{f.trigger}: {f.message}", trigger=f.trigger, evidence=f.evidence,
                        champion=champion)
@@ -334,6 +379,7 @@ class Controller:
             self._train(status, champion, fired)
 
     def _train(self, status: Any, champion: str, fired: list[Fired]) -> None:
+        """Start a `train` subprocess on the newest data; the following checks poll it (_collect_training)."""
         files = self.feed.newest(self.config.max_rows)
         if not files:
             self.event("no_data", f"no accepted data in {self.args.data}: cannot train")
@@ -361,53 +407,97 @@ class Controller:
                                             "trigger": trigger},
                                {"trigger": trigger, "champion": champion}) if tracker else ""
         self.state["last_trained"] = time.time()
-        self.state["last_fingerprint"] = fingerprint
         self.state["new_rows"] = 0
-        self.state["run_id"] = run_id
-        self.event("train", f"training a challenger on {len(files)} files ({rows} rows), recipe {recipe}",
-                   run_id=run_id, data_fingerprint=fingerprint, recipe=recipe)
-        scratch = run_dir / "repo"
         cmd = [_train_command(), "train", SHORT[self.model], "--data", str(data), "--format", "csv",
-               "--out", str(scratch), "--seed", str(recipe["seed"]), "--report", str(run_dir / "report")]
+               "--out", str(run_dir / "repo"), "--seed", str(recipe["seed"]), "--report", str(run_dir / "report")]
         if recipe["size"] == "quick":
             cmd.append("--quick")
-        started = time.monotonic()
-        with open(run_dir / "train.log", "w") as out:
-            code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=self.config.train_timeout).returncode
-        seconds = round(time.monotonic() - started, 1)
-        built = sorted((scratch / self.model).glob("[0-9]*"), key=lambda p: int(p.name)) if code == 0 else []
-        artifacts = [run_dir / "train.log", run_dir / "report"]
-        if not built:
-            why = {3: "the offline gate held it back (missed targets or lost to a baseline)",
-                   2: "train refused the data"}.get(code, f"train exited {code}")
-            tail = (run_dir / "train.log").read_text()[-400:].strip().splitlines()[-1:] or [""]
-            if tracker:
-                tracker.finish(run_id, {"seconds": seconds}, artifacts, "FAILED", {"result": "gate_failed"})
-            self.event("reject", f"challenger not published: {why}: {tail[0]}", reason="offline_gate",
-                       run_id=run_id, seconds=seconds)
+        with open(run_dir / "train.log", "w") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.training = Training(proc, run_dir, files, fingerprint, trigger, champion, run_id, recipe)
+        self.event("train", f"training a challenger on {len(files)} files ({rows} rows), recipe {recipe}",
+                   run=run_dir.name, run_id=run_id, data_fingerprint=fingerprint, recipe=recipe, pid=proc.pid,
+                   timeout_seconds=self.config.train_timeout_seconds)
+
+    def _end_overdue_training(self) -> bool:
+        """End a training running past train_timeout_seconds (event, run FAILED); True if it did."""
+        t, limit = self.training, self.config.train_timeout_seconds
+        if t is None or not limit or t.proc.poll() is not None or t.seconds() <= limit:
+            return False
+        t.stop()
+        self.training = None
+        self._training_failed(t, "train_timeout", f"training ran past {self.config.train_timeout_seconds:g} s: "
+                                                  "ended")
+        return True
+
+    def _collect_training(self, champion: str) -> None:
+        """Once the training in flight has ended: publish its challenger (when idle, so a watch is never cut
+        short) or report why there is none."""
+        t = self.training
+        if self._end_overdue_training() or t.proc.poll() is None:
             return
-        meta_path = built[-1] / "metadata.json"
+        code = t.proc.returncode
+        built = sorted((t.run_dir / "repo" / self.model).glob("[0-9]*"), key=lambda p: int(p.name)) \
+            if code == 0 else []
+        if not built:
+            self.training = None
+            if code in (2, 3):  # the data or the gate refused it: training again on the same data is pointless
+                self.state["last_fingerprint"] = t.fingerprint
+                why = {3: "the offline gate held it back (missed targets or lost to a baseline)",
+                       2: "train refused the data"}[code]
+                return self._training_failed(t, "offline_gate", why, "gate_failed")
+            return self._training_failed(t, "train_failed", f"train exited {code}")
+        if self.state["phase"] != "idle":
+            if not t.done_said:
+                t.done_said = True
+                self.event("trained", f"training run {t.run_dir.name} finished; its challenger is published when "
+                                      f"the {self.state['phase']} phase ends", run_id=t.run_id)
+            return
+        self.training = None
+        self.state["last_fingerprint"] = t.fingerprint
+        self._publish(t, built[-1], champion)
+
+    def _training_failed(self, t: Training, reason: str, why: str, result: str = "failed") -> None:
+        tail = (t.run_dir / "train.log").read_text(errors="replace")[-400:].strip().splitlines()[-1:] or [""]
+        tracker = self._tracker()
+        if tracker:
+            tracker.finish(t.run_id, {"seconds": t.seconds()}, [t.run_dir / "train.log", t.run_dir / "report"],
+                           "FAILED", {"result": result})
+        self.event("reject", f"challenger not published: {why}: {tail[0]}", reason=reason, run_id=t.run_id,
+                   seconds=round(t.seconds(), 1), exit_code=t.proc.returncode, log_tail=tail[0])
+
+    def _publish(self, t: Training, built: Path, champion: str) -> None:
+        seconds = round(t.seconds(), 1)
+        tracker = self._tracker()
+        meta_path = built / "metadata.json"
         meta = json.loads(meta_path.read_text())
-        meta["training"]["provenance"] = {"mlflow_run_id": run_id, "tracking_uri": tracker.uri if tracker else "",
-                                          "trigger": trigger, "champion": champion, "data_fingerprint": fingerprint,
-                                          "files": [f.name for f in files], "recipe": recipe}
+        meta["training"]["provenance"] = {"mlflow_run_id": t.run_id, "tracking_uri": tracker.uri if tracker else "",
+                                          "trigger": t.trigger, "champion": t.champion,
+                                          "data_fingerprint": t.fingerprint, "files": [f.name for f in t.files],
+                                          "recipe": t.recipe}
         meta_path.write_text(json.dumps(meta, indent=1))
-        version = publish_version(built[-1], self.repository / self.model)
+        version = publish_version(built, self.repository / self.model)
         held = held_out_figure(self.model, meta.get("metrics", {}))
         if tracker:
             from .ct_tracking import held_out_metrics
 
-            tracker.finish(run_id, {**held_out_metrics(meta.get("metrics", {})), "seconds": seconds},
-                           artifacts + [self.repository / self.model / version / "metadata.json"], "FINISHED",
+            tracker.finish(t.run_id, {**held_out_metrics(meta.get("metrics", {})), "seconds": seconds},
+                           [t.run_dir / "train.log", t.run_dir / "report",
+                            self.repository / self.model / version / "metadata.json"], "FINISHED",
                            {"version": version, "result": "published"})
         self.event("published", f"challenger version {version} published (held-out {FIGURES[self.model][1]} "
                                 f"{held if held is None else round(held, 3)}) in {seconds} s",
-                   version=version, run_id=run_id, held_out=held, seconds=seconds)
+                   version=version, run_id=t.run_id, held_out=held, seconds=seconds)
         self.act("SetStage", version=version, stage="staging")
-        self.phase("shadow", challenger=version, champion=champion, since=time.time(), run_id=run_id)
+        self.phase("shadow", challenger=version, champion=champion, since=time.time(), run_id=t.run_id)
         self.event("shadow", f"version {version} is the candidate: the server shadows it beside {champion}",
                    version=version, champion=champion)
+
+    def stop_training(self) -> None:
+        """End the training in flight (the controller is stopping)."""
+        if self.training:
+            self.training.stop()
+            self.training = None
 
     def _recipe(self, champion: str) -> dict[str, Any]:
         """The champion's recipe: what the controller recorded when it trained it, else its metadata's seed and
@@ -545,14 +635,16 @@ class Controller:
             if self._pinned(status, champion):
                 return
             self.event("rollback", f"version {promoted} rolled back to {archived}: {'; '.join(reasons)}",
-                       promoted=promoted, archived=archived, evidence=worse or {}, nonfinite=nonfinite)
+                       promoted=promoted, archived=archived, evidence=worse or {}, nonfinite=nonfinite,
+                       training=self.training.run_dir.name if self.training else None)
             self.act("Rollback", label="stable")
             self.act("SetStage", version=archived, stage="production")
             self.act("SetStage", version=promoted, stage="archived")
             return self.phase("idle")
         if time.time() - self.state["since"] >= self.config.watch_seconds:
             self.event("watch_end", f"version {promoted} held up for {self.config.watch_seconds:g} s")
-            self.phase("idle")
+            return self.phase("idle")
+        self._maybe_train(status, champion, scraped)
 
 
 def _g(x: float | None) -> str:
@@ -709,15 +801,19 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     controller = Controller(args, triggers, evidence, config)
-    while True:
-        try:
-            controller.check()
-        except Exception as e:  # noqa: BLE001 - a failed check is reported; the next one tries again
-            import grpc
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` ends a training in flight
+    try:
+        while True:
+            try:
+                controller.check()
+            except Exception as e:  # noqa: BLE001 - a failed check is reported; the next one tries again
+                import grpc
 
-            if args.once or not isinstance(e, (grpc.RpcError, OSError, subprocess.SubprocessError)):
-                raise
-            controller.event("error", f"check failed: {e}")
-        if args.once:
-            return 0
-        time.sleep(config.interval)
+                if args.once or not isinstance(e, (grpc.RpcError, OSError, subprocess.SubprocessError)):
+                    raise
+                controller.event("error", f"check failed: {e}")
+            if args.once and not controller.training:
+                return 0
+            time.sleep(1.0 if args.once else config.interval)  # --once: checks until its training is collected
+    finally:
+        controller.stop_training()

@@ -435,37 +435,40 @@ def test_the_kubernetes_controller_validates_strictly_and_reaches_the_admin_port
     assert set(toml) <= {f.name for s in SECTIONS for f in fields(s)}  # every setting one the command knows
 
 
+class _AdminAnswers:
+    """The server as the controller reads it (a fixed ModelStatus); the changes it asks for are recorded."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = []
+
+    def healthy(self):
+        return True
+
+    def status(self, model):
+        return self.model
+
+    def scrape(self, model):
+        return {"drift": {}, "nonfinite": {}, "buckets": {}}
+
+    def call(self, rpc, **kw):
+        self.calls.append((rpc, kw))
+
+
 def test_a_pinned_stable_version_is_never_moved_and_a_canary_is_not_shadowed(tmp_path: Path):
     import argparse
 
     from dwcp_inference.commands.continuous import ControllerConfig, Controller
 
-    class Server:  # the admin API's answers, as the controller reads them; its changes recorded
-        def __init__(self):
-            self.calls = []
-            m = apb.ModelStatus(name="bandwidth_predictor", labels={"stable": "1", "candidate": "2"}, pinned=["1"])
-            m.versions.add(version="2", state="loaded", stage="staging", outcomes=50)
-            m.versions.add(version="1", state="serving", stage="production", outcomes=500)
-            m.shadow.add(candidate="2", champion="1", outcomes=50, mean_difference=-8.0, variance_difference=4.0)
-            self.model = m
-
-        def healthy(self):
-            return True
-
-        def status(self, model):
-            return self.model
-
-        def scrape(self, model):
-            return {"drift": {}, "nonfinite": {}, "buckets": {}}
-
-        def call(self, rpc, **kw):
-            self.calls.append((rpc, kw))
-
+    m = apb.ModelStatus(name="bandwidth_predictor", labels={"stable": "1", "candidate": "2"}, pinned=["1"])
+    m.versions.add(version="2", state="loaded", stage="staging", outcomes=50)
+    m.versions.add(version="1", state="serving", stage="production", outcomes=500)
+    m.shadow.add(candidate="2", champion="1", outcomes=50, mean_difference=-8.0, variance_difference=4.0)
     data = tmp_path / "data"
     data.mkdir()
     args = argparse.Namespace(model="bandwidth_predictor", dry_run=False, state_dir=tmp_path / "ct", data=data,
                               repository=tmp_path, metrics_port=-1, tracking_uri="off", target="")
-    server = Server()
+    server = _AdminAnswers(m)
     controller = Controller(args, TriggerConfig(), EvidenceConfig(min_outcomes=20), ControllerConfig(), server)
     controller.state.update(phase="shadow", challenger="2", champion="1")
     assert controller.check() == "shadow" and server.calls == []  # better, but stable 1 is pinned
@@ -484,3 +487,96 @@ def test_a_pinned_stable_version_is_never_moved_and_a_canary_is_not_shadowed(tmp
     repo.policies = lambda: {"bandwidth_predictor": Policy(labels={"candidate": "2", "canary": "2", "stable": "1"},
                                                            split={"stable": 90, "canary": 10})}
     assert shadow.candidate("bandwidth_predictor", "1") is None  # it answers its own share now
+
+
+# ---------------------------------------------------------------------------------------------- training in flight
+
+# Stands in for `dwcp-inference train` (the e2e tests run the real one): what it does is in the file `mode` beside
+# it. "hold": waits for the file `release`, then builds the bundled version into --out; "hang": never ends.
+FAKE_TRAIN = """#!{python}
+import shutil, sys, time
+from pathlib import Path
+here = Path(__file__).parent
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+mode = (here / "mode").read_text()
+while mode == "hang" or not (here / "release").exists():
+    time.sleep(0.05)
+shutil.copytree({bundled!r}, out / "bandwidth_predictor" / "1")
+"""
+
+
+def _training_controller(tmp_path: Path, monkeypatch, **config):
+    import argparse
+
+    from dwcp_inference.commands import continuous
+
+    fake = tmp_path / "bin" / "train"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TRAIN.format(python=sys.executable,
+                                      bundled=str(bundled_models() / "bandwidth_predictor" / "1")))
+    fake.chmod(0o755)
+    monkeypatch.setattr(continuous, "_train_command", lambda: str(fake))
+    m = apb.ModelStatus(name="bandwidth_predictor", labels={"stable": "1"})
+    m.versions.add(version="1", state="serving", stage="production", outcomes=10)
+    (tmp_path / "data").mkdir()
+    shutil.copytree(bundled_models() / "bandwidth_predictor", tmp_path / "repo" / "bandwidth_predictor")
+    args = argparse.Namespace(model="bandwidth_predictor", dry_run=False, state_dir=tmp_path / "ct",
+                              data=tmp_path / "data", repository=tmp_path / "repo", metrics_port=-1,
+                              tracking_uri="off", target="")
+    server = _AdminAnswers(m)
+    controller = continuous.Controller(args, TriggerConfig(min_new_rows=1), EvidenceConfig(),
+                                       continuous.ControllerConfig(**config), server)
+    return controller, server, fake.parent
+
+
+def _new_file(data: Path, name: str) -> None:
+    n, rng = 50, np.random.default_rng(len(name) + ord(name[0]))
+    dwcp_export(data / name, 1_767_000_000 + 60 * np.arange(n), 500 + 50 * rng.random(n), 20 + rng.random(n),
+                0.001 + 0.001 * rng.random(n), 2 + rng.random(n))
+
+
+def _kinds(state: Path) -> list[str]:
+    return [json.loads(x)["event"] for x in (state / "events.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(60)
+def test_checks_go_on_while_a_challenger_trains_and_a_paused_controller_publishes_nothing(tmp_path, monkeypatch):
+    controller, server, bin_dir = _training_controller(tmp_path, monkeypatch)
+    (bin_dir / "mode").write_text("hold")
+    _new_file(tmp_path / "data", "a.csv")
+    assert controller.check() == "idle" and controller.training  # the check returned with the training running
+    assert _kinds(tmp_path / "ct")[-2:] == ["trigger", "train"]
+    for name in ("b.csv", "c.csv"):  # further triggers while it trains: no second training, said once
+        _new_file(tmp_path / "data", name)
+        controller.check()
+    assert _kinds(tmp_path / "ct").count("train") == 1 and _kinds(tmp_path / "ct").count("busy") == 1
+
+    (tmp_path / "ct" / "paused").write_text("")
+    (bin_dir / "release").write_text("")
+    controller.training.proc.wait(60)
+    controller.check()
+    assert "published" not in _kinds(tmp_path / "ct") and server.calls == []  # paused: the challenger waits
+    (tmp_path / "ct" / "paused").unlink()
+    assert controller.check() == "shadow" and controller.training is None
+    assert server.calls == [("SetStage", {"model": "bandwidth_predictor", "version": "2", "stage": "staging"})]
+    assert (tmp_path / "repo" / "bandwidth_predictor" / "2" / "metadata.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_training_past_its_time_limit_is_ended_and_the_next_trigger_trains_again(tmp_path, monkeypatch):
+    controller, server, bin_dir = _training_controller(tmp_path, monkeypatch, train_timeout_seconds=0.5)
+    (bin_dir / "mode").write_text("hang")
+    _new_file(tmp_path / "data", "a.csv")
+    controller.check()
+    hung = controller.training.proc
+    while controller.training:  # waits for the limit (no assertion on time)
+        controller.check()
+    assert hung.poll() is not None  # ended, not left behind
+    rejected = json.loads((tmp_path / "ct" / "events.jsonl").read_text().splitlines()[-1])
+    assert rejected["event"] == "reject" and rejected["reason"] == "train_timeout"
+    assert rejected["seconds"] >= 0.5 and "0.5 s" in rejected["message"]
+    assert controller.state.get("last_fingerprint") is None  # a timeout says nothing of the data: not marked tried
+    _new_file(tmp_path / "data", "b.csv")
+    controller.check()
+    assert _kinds(tmp_path / "ct").count("train") == 2 and controller.training
+    controller.stop_training()

@@ -47,7 +47,7 @@ ROWS = 1500  # per exported file; three files per feed
 def stream(kind: str, n: int, seed: int) -> tuple[np.ndarray, ...]:
     """(timestamps, bandwidth, latency, loss, jitter) of one link. A: DWCP-like daily cycles (what the bundled
     forecaster was trained on); B: a 16-sample cycle around 500 Mbps; C: a 40-sample one; D: B at four times the
-    bandwidth."""
+    bandwidth; E: B over long-haul paths (latency and jitter twenty times B's)."""
     rng = np.random.default_rng(seed)
     if kind == "A":
         from dwcp_inference.training.data.generators import network_samples
@@ -55,11 +55,12 @@ def stream(kind: str, n: int, seed: int) -> tuple[np.ndarray, ...]:
         cols = network_samples(links=1, days=4, seed=seed)
         ts = cols["timestamp"].astype("datetime64[s]").astype(np.int64)
         return ts, cols["bandwidth_mbps"], cols["latency_ms"], cols["packet_loss"], cols["jitter_ms"]
-    period, scale = {"B": (16, 1.0), "C": (40, 1.0), "D": (16, 4.0)}[kind]
+    period, scale = {"B": (16, 1.0), "C": (40, 1.0), "D": (16, 4.0), "E": (16, 1.0)}[kind]
+    far = 20 if kind == "E" else 1
     i = np.arange(n)
     bw = scale * (500 + 200 * np.sin(2 * np.pi * (i + 3 * seed) / period)) * np.exp(rng.normal(0, 0.02, n))
-    return (1_767_000_000 + 60 * i, bw, 20 + 5 * rng.random(n), 0.001 + 0.002 * rng.random(n),
-            2 + rng.random(n))
+    return (1_767_000_000 + 60 * i, bw, far * (20 + 5 * rng.random(n)), 0.001 + 0.002 * rng.random(n),
+            far * (2 + rng.random(n)))
 
 
 def export_feed(data: Path, kind: str) -> None:
@@ -80,7 +81,7 @@ class Traffic(threading.Thread):
         self.answered_by: dict[str, int] = {}
         self.stopping = threading.Event()
         # the hours and days the feeds cover: a model trained on a day of samples knows only those days
-        self._streams = {k: stream(k, ROWS, seed=7) for k in "ABD"}
+        self._streams = {k: stream(k, ROWS, seed=7) for k in "ABDE"}
 
     def run(self) -> None:
         i = 0
@@ -233,14 +234,14 @@ def _stages(m) -> dict[str, str]:
     return {v.version: v.stage for v in m.versions}
 
 
-def _until(admin_port: int, ok, timeout: float = 10) -> None:
+def _until(admin_port: int, ok, timeout: float = 10, model: str = "bandwidth_predictor") -> None:
     """Until the model's status satisfies `ok` (the controller's calls follow the event that announces them)."""
     end = time.monotonic() + timeout
-    while not ok(m := _status(admin_port)):
+    while not ok(m := _status(admin_port, model)):
         assert time.monotonic() < end, f"status not reached within {timeout} s: {m}"
         time.sleep(0.1)
 
 
-def _status(admin_port: int):
+def _status(admin_port: int, model: str = "bandwidth_predictor"):
     stub = apb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{admin_port}"))
-    return stub.ListModels(apb.ListModelsRequest(model="bandwidth_predictor"), timeout=10).models[0]
+    return stub.ListModels(apb.ListModelsRequest(model=model), timeout=10).models[0]
