@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o = ops.add_parser("rollback", help="point a label (default stable) back at its previous version")
     o.add_argument("model", type=model_name, metavar="MODEL")
     o.add_argument("--label", default="stable", help="default %(default)s")
+    o = ops.add_parser("unlabel", help="remove a label (not stable, not candidate, not one in the split)")
+    o.add_argument("model", type=model_name, metavar="MODEL")
+    o.add_argument("label")
     o = ops.add_parser("split", help="share default traffic between labels, e.g. stable=90 canary=10 "
                                      "(no weights: remove the split)")
     o.add_argument("model", type=model_name, metavar="MODEL")
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                                                           version=args.version), timeout=120)]
             elif args.op == "rollback":
                 models = [stub.Rollback(apb.RollbackRequest(model=args.model, label=args.label), timeout=120)]
+            elif args.op == "unlabel":
+                models = [stub.RemoveLabel(apb.RemoveLabelRequest(model=args.model, label=args.label), timeout=120)]
             else:
                 weights = {}
                 for item in args.weights:

@@ -104,7 +104,7 @@ class Server:
         from dwcp_inference.api import admin_pb2 as apb
 
         request = {"Promote": apb.PromoteRequest, "SetSplit": apb.SetSplitRequest, "Rollback": apb.RollbackRequest,
-                   "SetStage": apb.SetStageRequest}[rpc](**kw)
+                   "SetStage": apb.SetStageRequest, "RemoveLabel": apb.RemoveLabelRequest}[rpc](**kw)
         return getattr(self.stub, rpc)(request, timeout=120, metadata=self.auth)
 
     def healthy(self) -> bool:
@@ -591,6 +591,7 @@ class Controller:
                    challenger=challenger, champion=champion)
         self.act("Promote", label="stable", version=challenger)
         self.act("SetSplit", weights={})
+        self.act("RemoveLabel", label="canary")  # stable names it now; a stale canary would route pinned callers
         self.act("SetStage", version=challenger, stage="production")
         self.act("SetStage", version=champion, stage="archived")
         self.phase("watch", since=time.time(), promoted=challenger, archived=champion, watch_start_outcomes=None,

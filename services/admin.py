@@ -136,6 +136,15 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         self.repo.change_policy(request.model, lambda p: p.rollback(request.label or "stable"))
         return self._changed(request.model)
 
+    @audited("unlabel")
+    @rpc
+    def RemoveLabel(self, request: apb.RemoveLabelRequest, context) -> apb.ModelStatus:
+        self._check(request.model)
+        if not request.label:
+            raise InvalidInput("label: expected the label to remove, got none")
+        self.repo.change_policy(request.model, lambda p: p.remove_label(request.label))
+        return self._changed(request.model)
+
     @audited("split")
     @rpc
     def SetSplit(self, request: apb.SetSplitRequest, context) -> apb.ModelStatus:

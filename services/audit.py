@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 
 log = logging.getLogger("dwcp_inference.audit")
 ACTIONS = {"Reload": "reload", "LoadVersion": "load", "UnloadVersion": "unload", "Promote": "promote",
-           "Rollback": "rollback", "SetSplit": "split", "ListModels": "list",
+           "Rollback": "rollback", "RemoveLabel": "unlabel", "SetSplit": "split", "ListModels": "list",
            "SetStage": "stage", "GetShadowStats": "shadow"}
 
 

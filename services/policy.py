@@ -58,6 +58,10 @@ class PolicyNotWritable(InferenceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class LabelNotFound(InferenceError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
 @dataclass
 class Policy:
     keep_latest: int = 2
@@ -97,6 +101,20 @@ class Policy:
             raise PolicyError(f"label {label!r} has no earlier version to roll back to")
         self.labels[label] = earlier.pop()
         return self.labels[label]
+
+    def remove_label(self, label: str) -> None:
+        """Forget `label` and its history (LabelNotFound when there is no such label)."""
+        if label not in self.labels:
+            raise LabelNotFound(f"label {label!r}: no such label (labels: {self.labels})")
+        if label == "stable":
+            raise PolicyError("label 'stable': it is the default route; promote or roll it back instead")
+        if label == CANDIDATE:
+            raise PolicyError(f"label {CANDIDATE!r}: it follows the version in staging; set that version's stage "
+                              "instead")
+        if label in self.split:
+            raise PolicyError(f"label {label!r} is in the split {self.split}: change the split first")
+        del self.labels[label]
+        self.history.pop(label, None)
 
     def set_stage(self, version: str, stage: str) -> None:
         """Move a version to a stage ("" or "none": out of the lifecycle). One version at most is in staging: it

@@ -224,6 +224,9 @@ def test_models_and_health_take_full_and_short_names(tmp_path):
     try:
         listing = run("models", "--admin", admin, "list", "compression", "--json")
         promoted = run("models", "--admin", admin, "promote", "bandwidth", "1")
+        run("models", "--admin", admin, "promote", "bandwidth", "1", "--label", "canary")
+        unlabelled = run("models", "--admin", admin, "unlabel", "bandwidth", "canary")
+        refused = run("models", "--admin", admin, "unlabel", "bandwidth", "stable")
         short = run("health", "--target", target, "--service", "bandwidth")
         unknown = run("health", "--target", target, "--service", "nope")
     finally:
@@ -231,6 +234,8 @@ def test_models_and_health_take_full_and_short_names(tmp_path):
     assert listing.returncode == 0, listing.stderr
     assert [m["name"] for m in json.loads(listing.stdout)] == ["compression_selector"]
     assert promoted.returncode == 0 and "labels=stable->1" in promoted.stdout, promoted.stderr
+    assert unlabelled.returncode == 0 and "labels=stable->1\n" in unlabelled.stdout, unlabelled.stderr
+    assert refused.returncode == 1 and "default route" in refused.stderr, refused.stderr
     assert short.returncode == 0 and "bandwidth_predictor: SERVING" in short.stdout, short.stdout
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stdout and "bandwidth_predictor" in unknown.stdout
 

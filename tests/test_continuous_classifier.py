@@ -120,7 +120,7 @@ def test_a_better_selector_is_shadowed_judged_by_mcnemar_and_promoted_through_th
         assert figures["p_better"] < 0.01 and figures["only_challenger_right"] > figures["only_champion_right"]
         promote = _wait_event(setup.state, "promote", 60, procs=tuple(setup.procs))
         assert promote["challenger"] == "2" and promote["champion"] == "1"
-        setup.until(lambda m: m.labels["stable"] == "2" and not m.split
+        setup.until(lambda m: m.labels["stable"] == "2" and not m.split and "canary" not in m.labels
                     and {v.version: v.stage for v in m.versions} == {"1": "archived", "2": "production"})
         before = setup.traffic.answered_by.get("2", 0)
         deadline = time.monotonic() + 30

@@ -171,6 +171,37 @@ def test_labels_split_and_rollback(ops):
     assert json.loads((repo / MODEL / "policy.json").read_text())["labels"] == {"stable": "2", "canary": "3"}
 
 
+def test_a_label_is_removed_unless_it_routes_traffic(ops):
+    running, repo, stub, admin = ops
+    publish_copy(repo, MODEL, "2", source="1")
+    admin.Reload(apb.ReloadRequest())
+    admin.Promote(apb.PromoteRequest(model=MODEL, label="stable", version="1"))
+    admin.Promote(apb.PromoteRequest(model=MODEL, label="canary", version="2"))
+    admin.Promote(apb.PromoteRequest(model=MODEL, label="canary", version="1"))  # history: 2
+    admin.SetSplit(apb.SetSplitRequest(model=MODEL, weights={"stable": 90, "canary": 10}))
+    for request, code, words in [
+        (apb.RemoveLabelRequest(model=MODEL, label="canary"), grpc.StatusCode.INVALID_ARGUMENT, "change the split"),
+        (apb.RemoveLabelRequest(model=MODEL, label="stable"), grpc.StatusCode.INVALID_ARGUMENT, "default route"),
+        (apb.RemoveLabelRequest(model=MODEL, label="nope"), grpc.StatusCode.NOT_FOUND, "no such label"),
+        (apb.RemoveLabelRequest(model=MODEL, label=""), grpc.StatusCode.INVALID_ARGUMENT, "expected the label"),
+        (apb.RemoveLabelRequest(model="weather", label="canary"), grpc.StatusCode.NOT_FOUND, "unknown model"),
+    ]:
+        with pytest.raises(grpc.RpcError) as e:
+            admin.RemoveLabel(request)
+        assert e.value.code() == code and words in e.value.details(), e.value.details()
+    assert json.loads((repo / MODEL / "policy.json").read_text())["labels"] == {"stable": "1", "canary": "1"}
+
+    admin.SetSplit(apb.SetSplitRequest(model=MODEL, weights={}))
+    status = admin.RemoveLabel(apb.RemoveLabelRequest(model=MODEL, label="canary"))
+    assert dict(status.labels) == {"stable": "1"}
+    saved = json.loads((repo / MODEL / "policy.json").read_text())
+    assert saved["labels"] == {"stable": "1"} and "canary" not in saved.get("history", {})
+    with pytest.raises(grpc.RpcError) as e:  # gone for callers who name it
+        stub.PredictBandwidth(pb.PredictBandwidthRequest(history=link_history(),
+                                                         model=pb.ModelSelector(label="canary")))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_admin_refuses_bad_operations_with_reasons(ops):
     running, repo, stub, admin = ops
     publish_broken(repo, "2", "corrupt-onnx")

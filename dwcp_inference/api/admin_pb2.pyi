@@ -121,6 +121,14 @@ class RollbackRequest(_message.Message):
     label: str
     def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
+class RemoveLabelRequest(_message.Message):
+    __slots__ = ("model", "label")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    label: str
+    def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
 class SetSplitRequest(_message.Message):
     __slots__ = ("model", "weights")
     class WeightsEntry(_message.Message):

@@ -69,6 +69,11 @@ class AdminServiceStub:
                 request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.SerializeToString,
                 response_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.RemoveLabel = channel.unary_unary(
+                '/dwcp.inference.v1.AdminService/RemoveLabel',
+                request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.RemoveLabelRequest.SerializeToString,
+                response_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
+                _registered_method=True)
         self.SetStage = channel.unary_unary(
                 '/dwcp.inference.v1.AdminService/SetStage',
                 request_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
@@ -131,6 +136,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveLabel(self, request, context):
+        """Remove a label and its history. Not stable (the default route: promote or roll it back), not candidate
+        (it follows the version in staging: SetStage), not a label in the split (change the split first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetStage(self, request, context):
         """Move a version through the stages of continuous training: staging (the candidate the server shadows on a
         sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
@@ -182,6 +195,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'SetSplit': grpc.unary_unary_rpc_method_handler(
                     servicer.SetSplit,
                     request_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.FromString,
+                    response_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'RemoveLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLabel,
+                    request_deserializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.RemoveLabelRequest.FromString,
                     response_serializer=dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.SerializeToString,
             ),
             'SetStage': grpc.unary_unary_rpc_method_handler(
@@ -383,6 +401,33 @@ class AdminService:
             target,
             '/dwcp.inference.v1.AdminService/SetSplit',
             dwcp_dot_inference_dot_v1_dot_admin__pb2.SetSplitRequest.SerializeToString,
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dwcp.inference.v1.AdminService/RemoveLabel',
+            dwcp_dot_inference_dot_v1_dot_admin__pb2.RemoveLabelRequest.SerializeToString,
             dwcp_dot_inference_dot_v1_dot_admin__pb2.ModelStatus.FromString,
             options,
             channel_credentials,

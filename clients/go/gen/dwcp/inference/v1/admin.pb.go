@@ -582,6 +582,58 @@ func (x *RollbackRequest) GetLabel() string {
 	return ""
 }
 
+type RemoveLabelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Label         string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveLabelRequest) Reset() {
+	*x = RemoveLabelRequest{}
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveLabelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveLabelRequest) ProtoMessage() {}
+
+func (x *RemoveLabelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveLabelRequest.ProtoReflect.Descriptor instead.
+func (*RemoveLabelRequest) Descriptor() ([]byte, []int) {
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveLabelRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *RemoveLabelRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
 type SetSplitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
@@ -592,7 +644,7 @@ type SetSplitRequest struct {
 
 func (x *SetSplitRequest) Reset() {
 	*x = SetSplitRequest{}
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[9]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +656,7 @@ func (x *SetSplitRequest) String() string {
 func (*SetSplitRequest) ProtoMessage() {}
 
 func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[9]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +669,7 @@ func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitRequest.ProtoReflect.Descriptor instead.
 func (*SetSplitRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetSplitRequest) GetModel() string {
@@ -645,7 +697,7 @@ type SetStageRequest struct {
 
 func (x *SetStageRequest) Reset() {
 	*x = SetStageRequest{}
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +709,7 @@ func (x *SetStageRequest) String() string {
 func (*SetStageRequest) ProtoMessage() {}
 
 func (x *SetStageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[10]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +722,7 @@ func (x *SetStageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStageRequest.ProtoReflect.Descriptor instead.
 func (*SetStageRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetStageRequest) GetModel() string {
@@ -703,7 +755,7 @@ type ShadowStatsRequest struct {
 
 func (x *ShadowStatsRequest) Reset() {
 	*x = ShadowStatsRequest{}
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +767,7 @@ func (x *ShadowStatsRequest) String() string {
 func (*ShadowStatsRequest) ProtoMessage() {}
 
 func (x *ShadowStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[11]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +780,7 @@ func (x *ShadowStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStatsRequest.ProtoReflect.Descriptor instead.
 func (*ShadowStatsRequest) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShadowStatsRequest) GetModel() string {
@@ -763,7 +815,7 @@ type ShadowComparison struct {
 
 func (x *ShadowComparison) Reset() {
 	*x = ShadowComparison{}
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +827,7 @@ func (x *ShadowComparison) String() string {
 func (*ShadowComparison) ProtoMessage() {}
 
 func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[12]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +840,7 @@ func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowComparison.ProtoReflect.Descriptor instead.
 func (*ShadowComparison) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShadowComparison) GetModel() string {
@@ -898,7 +950,7 @@ type ShadowStatsResponse struct {
 
 func (x *ShadowStatsResponse) Reset() {
 	*x = ShadowStatsResponse{}
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +962,7 @@ func (x *ShadowStatsResponse) String() string {
 func (*ShadowStatsResponse) ProtoMessage() {}
 
 func (x *ShadowStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[13]
+	mi := &file_dwcp_inference_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +975,7 @@ func (x *ShadowStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStatsResponse.ProtoReflect.Descriptor instead.
 func (*ShadowStatsResponse) Descriptor() ([]byte, []int) {
-	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_dwcp_inference_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ShadowStatsResponse) GetComparisons() []*ShadowComparison {
@@ -989,6 +1041,9 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\"=\n" +
 	"\x0fRollbackRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\"@\n" +
+	"\x12RemoveLabelRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\"\xae\x01\n" +
 	"\x0fSetSplitRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12I\n" +
@@ -1021,7 +1076,7 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\x06failed\x18\r \x01(\x03R\x06failed\x12\x1c\n" +
 	"\tunmatched\x18\x0e \x01(\x03R\tunmatched\"\\\n" +
 	"\x13ShadowStatsResponse\x12E\n" +
-	"\vcomparisons\x18\x01 \x03(\v2#.dwcp.inference.v1.ShadowComparisonR\vcomparisons2\xfd\x05\n" +
+	"\vcomparisons\x18\x01 \x03(\v2#.dwcp.inference.v1.ShadowComparisonR\vcomparisons2\xd3\x06\n" +
 	"\fAdminService\x12Y\n" +
 	"\n" +
 	"ListModels\x12$.dwcp.inference.v1.ListModelsRequest\x1a%.dwcp.inference.v1.ListModelsResponse\x12M\n" +
@@ -1030,7 +1085,8 @@ const file_dwcp_inference_v1_admin_proto_rawDesc = "" +
 	"\rUnloadVersion\x12!.dwcp.inference.v1.VersionRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12L\n" +
 	"\aPromote\x12!.dwcp.inference.v1.PromoteRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
 	"\bRollback\x12\".dwcp.inference.v1.RollbackRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
-	"\bSetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
+	"\bSetSplit\x12\".dwcp.inference.v1.SetSplitRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12T\n" +
+	"\vRemoveLabel\x12%.dwcp.inference.v1.RemoveLabelRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12N\n" +
 	"\bSetStage\x12\".dwcp.inference.v1.SetStageRequest\x1a\x1e.dwcp.inference.v1.ModelStatus\x12_\n" +
 	"\x0eGetShadowStats\x12%.dwcp.inference.v1.ShadowStatsRequest\x1a&.dwcp.inference.v1.ShadowStatsResponseBHZFgithub.com/dwcp/inference/clients/go/gen/dwcp/inference/v1;inferencev1b\x06proto3"
 
@@ -1046,7 +1102,7 @@ func file_dwcp_inference_v1_admin_proto_rawDescGZIP() []byte {
 	return file_dwcp_inference_v1_admin_proto_rawDescData
 }
 
-var file_dwcp_inference_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_dwcp_inference_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_dwcp_inference_v1_admin_proto_goTypes = []any{
 	(*ListModelsRequest)(nil),   // 0: dwcp.inference.v1.ListModelsRequest
 	(*VersionStatus)(nil),       // 1: dwcp.inference.v1.VersionStatus
@@ -1057,46 +1113,49 @@ var file_dwcp_inference_v1_admin_proto_goTypes = []any{
 	(*VersionRequest)(nil),      // 6: dwcp.inference.v1.VersionRequest
 	(*PromoteRequest)(nil),      // 7: dwcp.inference.v1.PromoteRequest
 	(*RollbackRequest)(nil),     // 8: dwcp.inference.v1.RollbackRequest
-	(*SetSplitRequest)(nil),     // 9: dwcp.inference.v1.SetSplitRequest
-	(*SetStageRequest)(nil),     // 10: dwcp.inference.v1.SetStageRequest
-	(*ShadowStatsRequest)(nil),  // 11: dwcp.inference.v1.ShadowStatsRequest
-	(*ShadowComparison)(nil),    // 12: dwcp.inference.v1.ShadowComparison
-	(*ShadowStatsResponse)(nil), // 13: dwcp.inference.v1.ShadowStatsResponse
-	nil,                         // 14: dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
-	nil,                         // 15: dwcp.inference.v1.ModelStatus.LabelsEntry
-	nil,                         // 16: dwcp.inference.v1.ModelStatus.SplitEntry
-	nil,                         // 17: dwcp.inference.v1.SetSplitRequest.WeightsEntry
+	(*RemoveLabelRequest)(nil),  // 9: dwcp.inference.v1.RemoveLabelRequest
+	(*SetSplitRequest)(nil),     // 10: dwcp.inference.v1.SetSplitRequest
+	(*SetStageRequest)(nil),     // 11: dwcp.inference.v1.SetStageRequest
+	(*ShadowStatsRequest)(nil),  // 12: dwcp.inference.v1.ShadowStatsRequest
+	(*ShadowComparison)(nil),    // 13: dwcp.inference.v1.ShadowComparison
+	(*ShadowStatsResponse)(nil), // 14: dwcp.inference.v1.ShadowStatsResponse
+	nil,                         // 15: dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
+	nil,                         // 16: dwcp.inference.v1.ModelStatus.LabelsEntry
+	nil,                         // 17: dwcp.inference.v1.ModelStatus.SplitEntry
+	nil,                         // 18: dwcp.inference.v1.SetSplitRequest.WeightsEntry
 }
 var file_dwcp_inference_v1_admin_proto_depIdxs = []int32{
-	14, // 0: dwcp.inference.v1.VersionStatus.live_accuracy:type_name -> dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
+	15, // 0: dwcp.inference.v1.VersionStatus.live_accuracy:type_name -> dwcp.inference.v1.VersionStatus.LiveAccuracyEntry
 	1,  // 1: dwcp.inference.v1.ModelStatus.versions:type_name -> dwcp.inference.v1.VersionStatus
-	15, // 2: dwcp.inference.v1.ModelStatus.labels:type_name -> dwcp.inference.v1.ModelStatus.LabelsEntry
-	16, // 3: dwcp.inference.v1.ModelStatus.split:type_name -> dwcp.inference.v1.ModelStatus.SplitEntry
-	12, // 4: dwcp.inference.v1.ModelStatus.shadow:type_name -> dwcp.inference.v1.ShadowComparison
+	16, // 2: dwcp.inference.v1.ModelStatus.labels:type_name -> dwcp.inference.v1.ModelStatus.LabelsEntry
+	17, // 3: dwcp.inference.v1.ModelStatus.split:type_name -> dwcp.inference.v1.ModelStatus.SplitEntry
+	13, // 4: dwcp.inference.v1.ModelStatus.shadow:type_name -> dwcp.inference.v1.ShadowComparison
 	2,  // 5: dwcp.inference.v1.ListModelsResponse.models:type_name -> dwcp.inference.v1.ModelStatus
 	2,  // 6: dwcp.inference.v1.ReloadResponse.models:type_name -> dwcp.inference.v1.ModelStatus
-	17, // 7: dwcp.inference.v1.SetSplitRequest.weights:type_name -> dwcp.inference.v1.SetSplitRequest.WeightsEntry
-	12, // 8: dwcp.inference.v1.ShadowStatsResponse.comparisons:type_name -> dwcp.inference.v1.ShadowComparison
+	18, // 7: dwcp.inference.v1.SetSplitRequest.weights:type_name -> dwcp.inference.v1.SetSplitRequest.WeightsEntry
+	13, // 8: dwcp.inference.v1.ShadowStatsResponse.comparisons:type_name -> dwcp.inference.v1.ShadowComparison
 	0,  // 9: dwcp.inference.v1.AdminService.ListModels:input_type -> dwcp.inference.v1.ListModelsRequest
 	4,  // 10: dwcp.inference.v1.AdminService.Reload:input_type -> dwcp.inference.v1.ReloadRequest
 	6,  // 11: dwcp.inference.v1.AdminService.LoadVersion:input_type -> dwcp.inference.v1.VersionRequest
 	6,  // 12: dwcp.inference.v1.AdminService.UnloadVersion:input_type -> dwcp.inference.v1.VersionRequest
 	7,  // 13: dwcp.inference.v1.AdminService.Promote:input_type -> dwcp.inference.v1.PromoteRequest
 	8,  // 14: dwcp.inference.v1.AdminService.Rollback:input_type -> dwcp.inference.v1.RollbackRequest
-	9,  // 15: dwcp.inference.v1.AdminService.SetSplit:input_type -> dwcp.inference.v1.SetSplitRequest
-	10, // 16: dwcp.inference.v1.AdminService.SetStage:input_type -> dwcp.inference.v1.SetStageRequest
-	11, // 17: dwcp.inference.v1.AdminService.GetShadowStats:input_type -> dwcp.inference.v1.ShadowStatsRequest
-	3,  // 18: dwcp.inference.v1.AdminService.ListModels:output_type -> dwcp.inference.v1.ListModelsResponse
-	5,  // 19: dwcp.inference.v1.AdminService.Reload:output_type -> dwcp.inference.v1.ReloadResponse
-	2,  // 20: dwcp.inference.v1.AdminService.LoadVersion:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 21: dwcp.inference.v1.AdminService.UnloadVersion:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 22: dwcp.inference.v1.AdminService.Promote:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 23: dwcp.inference.v1.AdminService.Rollback:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 24: dwcp.inference.v1.AdminService.SetSplit:output_type -> dwcp.inference.v1.ModelStatus
-	2,  // 25: dwcp.inference.v1.AdminService.SetStage:output_type -> dwcp.inference.v1.ModelStatus
-	13, // 26: dwcp.inference.v1.AdminService.GetShadowStats:output_type -> dwcp.inference.v1.ShadowStatsResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
+	10, // 15: dwcp.inference.v1.AdminService.SetSplit:input_type -> dwcp.inference.v1.SetSplitRequest
+	9,  // 16: dwcp.inference.v1.AdminService.RemoveLabel:input_type -> dwcp.inference.v1.RemoveLabelRequest
+	11, // 17: dwcp.inference.v1.AdminService.SetStage:input_type -> dwcp.inference.v1.SetStageRequest
+	12, // 18: dwcp.inference.v1.AdminService.GetShadowStats:input_type -> dwcp.inference.v1.ShadowStatsRequest
+	3,  // 19: dwcp.inference.v1.AdminService.ListModels:output_type -> dwcp.inference.v1.ListModelsResponse
+	5,  // 20: dwcp.inference.v1.AdminService.Reload:output_type -> dwcp.inference.v1.ReloadResponse
+	2,  // 21: dwcp.inference.v1.AdminService.LoadVersion:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 22: dwcp.inference.v1.AdminService.UnloadVersion:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 23: dwcp.inference.v1.AdminService.Promote:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 24: dwcp.inference.v1.AdminService.Rollback:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 25: dwcp.inference.v1.AdminService.SetSplit:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 26: dwcp.inference.v1.AdminService.RemoveLabel:output_type -> dwcp.inference.v1.ModelStatus
+	2,  // 27: dwcp.inference.v1.AdminService.SetStage:output_type -> dwcp.inference.v1.ModelStatus
+	14, // 28: dwcp.inference.v1.AdminService.GetShadowStats:output_type -> dwcp.inference.v1.ShadowStatsResponse
+	19, // [19:29] is the sub-list for method output_type
+	9,  // [9:19] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1113,7 +1172,7 @@ func file_dwcp_inference_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dwcp_inference_v1_admin_proto_rawDesc), len(file_dwcp_inference_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

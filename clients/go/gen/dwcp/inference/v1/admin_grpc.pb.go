@@ -29,6 +29,7 @@ const (
 	AdminService_Promote_FullMethodName        = "/dwcp.inference.v1.AdminService/Promote"
 	AdminService_Rollback_FullMethodName       = "/dwcp.inference.v1.AdminService/Rollback"
 	AdminService_SetSplit_FullMethodName       = "/dwcp.inference.v1.AdminService/SetSplit"
+	AdminService_RemoveLabel_FullMethodName    = "/dwcp.inference.v1.AdminService/RemoveLabel"
 	AdminService_SetStage_FullMethodName       = "/dwcp.inference.v1.AdminService/SetStage"
 	AdminService_GetShadowStats_FullMethodName = "/dwcp.inference.v1.AdminService/GetShadowStats"
 )
@@ -49,6 +50,9 @@ type AdminServiceClient interface {
 	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*ModelStatus, error)
 	// Share default traffic between labels by weight; an empty split removes it.
 	SetSplit(ctx context.Context, in *SetSplitRequest, opts ...grpc.CallOption) (*ModelStatus, error)
+	// Remove a label and its history. Not stable (the default route: promote or roll it back), not candidate
+	// (it follows the version in staging: SetStage), not a label in the split (change the split first).
+	RemoveLabel(ctx context.Context, in *RemoveLabelRequest, opts ...grpc.CallOption) (*ModelStatus, error)
 	// Move a version through the stages of continuous training: staging (the candidate the server shadows on a
 	// sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
 	SetStage(ctx context.Context, in *SetStageRequest, opts ...grpc.CallOption) (*ModelStatus, error)
@@ -134,6 +138,16 @@ func (c *adminServiceClient) SetSplit(ctx context.Context, in *SetSplitRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) RemoveLabel(ctx context.Context, in *RemoveLabelRequest, opts ...grpc.CallOption) (*ModelStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ModelStatus)
+	err := c.cc.Invoke(ctx, AdminService_RemoveLabel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) SetStage(ctx context.Context, in *SetStageRequest, opts ...grpc.CallOption) (*ModelStatus, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ModelStatus)
@@ -170,6 +184,9 @@ type AdminServiceServer interface {
 	Rollback(context.Context, *RollbackRequest) (*ModelStatus, error)
 	// Share default traffic between labels by weight; an empty split removes it.
 	SetSplit(context.Context, *SetSplitRequest) (*ModelStatus, error)
+	// Remove a label and its history. Not stable (the default route: promote or roll it back), not candidate
+	// (it follows the version in staging: SetStage), not a label in the split (change the split first).
+	RemoveLabel(context.Context, *RemoveLabelRequest) (*ModelStatus, error)
 	// Move a version through the stages of continuous training: staging (the candidate the server shadows on a
 	// sample of live calls), production, archived, or none. The label "candidate" follows the version in staging.
 	SetStage(context.Context, *SetStageRequest) (*ModelStatus, error)
@@ -205,6 +222,9 @@ func (UnimplementedAdminServiceServer) Rollback(context.Context, *RollbackReques
 }
 func (UnimplementedAdminServiceServer) SetSplit(context.Context, *SetSplitRequest) (*ModelStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetSplit not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveLabel(context.Context, *RemoveLabelRequest) (*ModelStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveLabel not implemented")
 }
 func (UnimplementedAdminServiceServer) SetStage(context.Context, *SetStageRequest) (*ModelStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetStage not implemented")
@@ -359,6 +379,24 @@ func _AdminService_SetSplit_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RemoveLabel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveLabelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveLabel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveLabel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveLabel(ctx, req.(*RemoveLabelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_SetStage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetStageRequest)
 	if err := dec(in); err != nil {
@@ -429,6 +467,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetSplit",
 			Handler:    _AdminService_SetSplit_Handler,
+		},
+		{
+			MethodName: "RemoveLabel",
+			Handler:    _AdminService_RemoveLabel_Handler,
 		},
 		{
 			MethodName: "SetStage",
