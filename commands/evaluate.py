@@ -49,16 +49,20 @@ def _bandwidth(rt: Any, columns: dict[str, np.ndarray], every_window: bool = Fal
     held-out links), or with `every_window` on every window of the data (data the version never saw)."""
     wins, nxt, split = bandwidth.make_windows(columns, rt.meta.window)
     links = nxt["link_id"].astype(str)
-    trained = set(rt.meta.training.get("links") or [])
+    # a trace is seen when training used it or the other direction of its drive (NAME.up, NAME.down: recorded
+    # together, so not independent; training validates on whole drives too)
+    drives = {bandwidth_quantile.drive_of(link) for link in rt.meta.training.get("links") or []}
+    seen_rows = np.isin(np.array([bandwidth_quantile.drive_of(link) for link in links], dtype=object),
+                        sorted(drives)) if drives else np.zeros(len(links), bool)
     by_links = rt.meta.decision.get("forecaster") == bandwidth_quantile.KIND
     if every_window:
-        seen = sorted(set(links) & trained)
+        seen = sorted(set(links[seen_rows]))
         if seen:
-            raise DataError(f"{len(seen)} trace(s) of the data were used in training {rt.name} v{rt.version}, so "
-                            f"they are not held out: {seen[:3]}")
+            raise DataError(f"{len(seen)} trace(s) of the data were used in training {rt.name} v{rt.version}, or "
+                            f"share a drive with one that was, so they are not held out: {seen[:3]}")
         rows, what = np.arange(len(links)), "every window held out"
     elif by_links:
-        rows, what = np.flatnonzero(~np.isin(links, sorted(trained))), "the traces training did not use"
+        rows, what = np.flatnonzero(~seen_rows), "the traces training did not use (nor their drives)"
         if not rows.size:
             raise DataError(f"every trace of the data was used in training {rt.name} v{rt.version}: evaluate it "
                             "with --all on traces it never saw")

@@ -224,3 +224,22 @@ def test_evaluate_checks_the_served_interval_live_beside_the_stated_figures(quan
                            QUANTILE_VERSION, "--data", str(held_out), "--format", "mahimahi", "--all"],
                           capture_output=True, text=True, timeout=300).stdout
     assert "the served interval, live" in text and "inside [p10, p90] %" in text
+
+
+def test_evaluate_all_refuses_the_other_direction_of_a_trained_drive(quantile_repo, tmp_path):
+    """NAME.up and NAME.down are one drive, recorded together: with trace-0-0.up trained on, its .down is not data
+    the version never saw (training validates on whole drives for the same reason); another drive is."""
+    unseen = write_traces(tmp_path / "unseen", 5, 1)  # trace-5-0.up
+    (unseen / "trace-5-0.up").rename(unseen / "other-drive.down")
+    sibling = write_traces(tmp_path / "sibling", 6, 1)
+    (sibling / "trace-6-0.up").rename(sibling / "trace-0-0.down")
+
+    def evaluate(data: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, "evaluate", "bandwidth", "--repository", str(quantile_repo), "--version",
+                               QUANTILE_VERSION, "--data", str(data), "--format", "mahimahi", "--all"],
+                              capture_output=True, text=True, timeout=300)
+
+    refused, scored = evaluate(sibling), evaluate(unseen)
+    assert refused.returncode == 2 and "share a drive with one that was" in refused.stderr, refused.stderr
+    assert "trace-0-0.down" in refused.stderr and "Traceback" not in refused.stderr
+    assert scored.returncode == 0, scored.stderr[-2000:]
