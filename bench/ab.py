@@ -7,7 +7,8 @@ A variant is `NAME[:key=value;...]` with keys `tree` (a checkout of this reposit
 pyproject.toml's package-dir maps them, are served instead of the installed ones), `args` (added to `serve`'s
 flags) and `env` (`K=V,K=V`, added to the server's environment). Measured per variant: PredictBandwidth p50
 sequential and QPS at 16 and 64 in flight, DetectAnomaly QPS at 64 in flight (a call where the transport is most of
-the cost), and PredictBandwidth's batch of 64 (decisions/s, 16 in flight); the server pinned to core 0, ghz to core 1.
+the cost), and PredictBandwidth's batch of 64 (decisions/s, 16 in flight); with --all-rpcs also SelectCompression
+(a 4 KiB sample) and DetectHighLatency QPS at 64 in flight; the server pinned to core 0, ghz to core 1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from typing import Any
 from .suite import runner, serving
 
 FIELDS = ("bw_p50_us", "bw_qps_c16", "bw_qps_c64", "anomaly_qps_c64", "bw_batch64_dps")
+MORE_RPCS = {"compression_qps_c64": "SelectCompression/sample", "latency_qps_c64": "DetectHighLatency"}  # --all-rpcs
+HEADERS = {"bw_p50_us": "PredictBandwidth p50 µs", "bw_qps_c16": "QPS@16", "bw_qps_c64": "QPS@64",
+           "anomaly_qps_c64": "DetectAnomaly QPS@64", "bw_batch64_dps": "batch 64 decisions/s",
+           "compression_qps_c64": "SelectCompression/sample QPS@64", "latency_qps_c64": "DetectHighLatency QPS@64"}
 ROOT_PACKAGE = "dwcp_inference"
 
 
@@ -70,15 +75,19 @@ def parse(spec: str) -> dict[str, Any]:
     return v
 
 
-def measure(variant: dict[str, Any], seconds: float) -> dict[str, float]:
+def measure(variant: dict[str, Any], seconds: float, all_rpcs: bool = False) -> dict[str, float]:
     with serving("dwcp", serve_args=variant["args"], env_extra=variant["env"], cwd=variant["cwd"]) as target:
         bw, anomaly = runner(target, "PredictBandwidth"), runner(target, "DetectAnomaly")
         bw(1, 4, 1.0)
         anomaly(1, 4, 0.5)
         seq, c16, c64 = bw(1, 1, seconds), bw(1, 16, seconds), bw(1, 64, seconds)
         a64, b64 = anomaly(1, 64, seconds), bw(64, 16, seconds)
+        more = {}
+        for field, case in (MORE_RPCS.items() if all_rpcs else ()):
+            runner(target, case)(1, 4, 0.5)
+            more[field] = runner(target, case)(1, 64, seconds)["ok_qps"]
     return {"bw_p50_us": seq["p50_us"], "bw_qps_c16": c16["ok_qps"], "bw_qps_c64": c64["ok_qps"],
-            "anomaly_qps_c64": a64["ok_qps"], "bw_batch64_dps": b64["ok_qps"] * 64}
+            "anomaly_qps_c64": a64["ok_qps"], "bw_batch64_dps": b64["ok_qps"] * 64, **more}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,22 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--all-rpcs", action="store_true",
+                        help="also SelectCompression (4 KiB sample) and DetectHighLatency QPS at 64 in flight")
     args = parser.parse_args(argv)
+    fields = FIELDS + (tuple(MORE_RPCS) if args.all_rpcs else ())
     variants = [parse(s) for s in args.variants]
     samples: dict[str, list[dict[str, float]]] = {v["name"]: [] for v in variants}
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:  # alternating, and each order as often
-            samples[v["name"]].append(measure(v, args.seconds))
+            samples[v["name"]].append(measure(v, args.seconds, args.all_rpcs))
             print(f"[ab] round {r + 1}/{args.rounds} {v['name']}: {samples[v['name']][-1]}", file=sys.stderr,
                   flush=True)
     first = variants[0]["name"]
-    med = {n: {f: statistics.median(s[f] for s in runs) for f in FIELDS} for n, runs in samples.items()}
+    med = {n: {f: statistics.median(s[f] for s in runs) for f in fields} for n, runs in samples.items()}
     print(f"{os.cpu_count()} cores, median of {args.rounds} alternating rounds, {args.seconds:g} s per run; "
           f"ratios to {first}")
-    print("| variant | PredictBandwidth p50 µs | QPS@16 | QPS@64 | DetectAnomaly QPS@64 | batch 64 decisions/s |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | " + " | ".join(HEADERS[f] for f in fields) + " |")
+    print("|---" * (len(fields) + 1) + "|")
     for n, m in med.items():
-        cells = [f"{m[f]:,.0f} ({m[f] / med[first][f]:.2f}x)" for f in FIELDS]
+        cells = [f"{m[f]:,.0f} ({m[f] / med[first][f]:.2f}x)" for f in fields]
         print(f"| {n} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"cores": os.cpu_count(), "rounds": args.rounds, "seconds": args.seconds,

@@ -4,9 +4,11 @@ With `--against DIR` (another checkout) the two trees alternate, each in its own
 round of each is shown with the ratio. For changes too small for `bench.ab`'s ghz runs on a shared machine.
 With `--profile`, py-spy samples each case's call in a hot loop instead, and the call's µs are split by the part
 of the request path the sample was in (the innermost frame that names one, `PARTS`); with `--against` too, that
-tree's table first.
+tree's table first. With `--together N`, each case's call also made N at a time, as the transport's coalescer
+computes calls that arrive together (`InferenceServicer.many`), beside the call alone: µs per call.
 
     python -m dwcp_inference.bench.one_call [--rpcs all] [--calls 2000] [--rounds 3] [--against DIR]
+    python -m dwcp_inference.bench.one_call --together 32 [--rpcs all]
     python -m dwcp_inference.bench.one_call --profile [--rpcs all] [--seconds 8] [--against DIR]
 """
 
@@ -35,27 +37,32 @@ RESPONSES = {"PredictBandwidth": pb.PredictBandwidthResponse, "SelectCompression
              "DetectAnomaly": pb.DetectAnomalyResponse, "DetectHighLatency": pb.DetectHighLatencyResponse}
 
 
-def call(servicer: Any, decoder: Any, case: str) -> Callable[[], bytes]:
+def call(servicer: Any, decoder: Any, case: str, together: int = 1) -> Callable[[], Any]:
+    """One call, bytes to bytes; with `together` > 1, that many calls arriving together (`servicer.many`, as the
+    transport's coalescer computes them)."""
     rpc, req = method(case), request(case)
     data = req.SerializeToString()
     parse, serialize = decoder.deserializer(type(req)), decoder.serializer(RESPONSES[rpc])
     handler, context = getattr(servicer, rpc), _Context()
+    if together > 1:
+        return lambda: [serialize(r) for r in servicer.many(rpc, [parse(data) for _ in range(together)],
+                                                            [context] * together)]
     return lambda: serialize(handler(parse(data), context))
 
 
-def per_call_us(names: list[str], calls: int) -> dict[str, float]:
+def per_call_us(names: list[str], calls: int, together: int = 1) -> dict[str, float]:
     from dwcp_inference.services import decode
 
     servicer, decoder = _our_answers(), decode.choose("auto")
     out = {}
     for case in names:
-        fn = call(servicer, decoder, case)
-        for _ in range(max(calls // 10, 20)):
+        fn, repeats = call(servicer, decoder, case, together), max(calls // together, 1)
+        for _ in range(max(repeats // 10, 20)):
             fn()
         started = time.perf_counter()
-        for _ in range(calls):
+        for _ in range(repeats):
             fn()
-        out[case] = (time.perf_counter() - started) / calls * 1e6
+        out[case] = (time.perf_counter() - started) / (repeats * together) * 1e6
     return out
 
 
@@ -145,11 +152,11 @@ def _environment(tree: Path | None) -> tuple[dict[str, str], str | None]:
     return env, cwd
 
 
-def _in(tree: Path | None, names: list[str], calls: int) -> dict[str, float]:
+def _in(tree: Path | None, names: list[str], calls: int, together: int = 1) -> dict[str, float]:
     """per_call_us in a fresh process, on `tree`'s package (None: this one)."""
     env, cwd = _environment(tree)
     code = (f"import json; from dwcp_inference.bench.one_call import per_call_us; "
-            f"print(json.dumps(per_call_us({names!r}, {calls})))")
+            f"print(json.dumps(per_call_us({names!r}, {calls}, {together})))")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -162,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="another checkout to alternate with (its figures first)")
     parser.add_argument("--profile", action="store_true", help="split each case's call by part of its path")
     parser.add_argument("--seconds", type=float, default=8.0, help="--profile: seconds sampled per case")
+    parser.add_argument("--together", type=int, default=1,
+                        help="calls arriving together, computed as the coalescer does: beside one call alone")
     args = parser.parse_args(argv)
     names = cases(args.rpcs)
+    if args.together > 1:
+        return print_together(names, args.calls, args.rounds, args.together)
     if args.profile:
         for tree in ([args.against] if args.against else []) + [None]:
             print_profile(names, args.seconds, tree)
@@ -181,6 +192,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {c} | {best[args.against][c]:,.0f} | {best[None][c]:,.0f} | {best[None][c] / best[args.against][c]:.2f}x |")
         else:
             print(f"| {c} | {best[None][c]:,.0f} |")
+    return 0
+
+
+def print_together(names: list[str], calls: int, rounds: int, together: int) -> int:
+    """µs per call alone and per call of `together` arriving together (this tree, alternating rounds, best)."""
+    runs: dict[int, list[dict[str, float]]] = {1: [], together: []}
+    for _ in range(rounds):
+        for n in runs:
+            runs[n].append(_in(None, names, calls, n))
+    best = {n: {c: min(r[c] for r in rs) for c in names} for n, rs in runs.items()}
+    print(f"best of {rounds} rounds, {calls} calls each\n| case | alone µs | {together} together, µs per call | ratio |"
+          "\n|---|---|---|---|")
+    for c in names:
+        print(f"| {c} | {best[1][c]:,.0f} | {best[together][c]:,.0f} | {best[together][c] / best[1][c]:.2f}x |")
     return 0
 
 

@@ -101,14 +101,28 @@ class Samples:
 
     def concat(first, second: "Samples") -> "Samples":
         """Both sets of rows (same type) in one Samples, these first; lengths are these then second's."""
-        n1, n2 = len(first.numbers), len(second.numbers)
-        custom = {}
-        for k in first.custom.keys() | second.custom.keys():
-            p1, v1 = first.custom.get(k, (np.zeros(n1, bool), np.zeros(n1)))
-            p2, v2 = second.custom.get(k, (np.zeros(n2, bool), np.zeros(n2)))
-            custom[k] = np.concatenate([p1, p2]), np.concatenate([v1, v2])
-        return Samples(first.fields, np.concatenate([first.numbers, second.numbers]),
-                       np.concatenate([first.lengths, second.lengths]), custom)
+        return concat_samples([first, second])
+
+
+def concat_samples(parts: Sequence[Samples]) -> Samples:
+    """The sequences of every part (same sample type) in one Samples, in order, every column kept: numbers,
+    lengths, custom entries (absent where a part has none), labels (vocabularies merged) and last timestamps."""
+    sizes = [len(p.numbers) for p in parts]
+    custom = {}
+    for key in dict.fromkeys(k for p in parts for k in p.custom):
+        pairs = [p.custom.get(key, (np.zeros(n, bool), np.zeros(n))) for p, n in zip(parts, sizes)]
+        custom[key] = np.concatenate([present for present, _ in pairs]), np.concatenate([v for _, v in pairs])
+    labels = {}
+    for name in parts[0].labels:
+        vocabulary = list(dict.fromkeys(word for p in parts for word in p.labels[name][0]))
+        index = {word: i for i, word in enumerate(vocabulary)}
+        codes = [np.array([index[w] for w in p.labels[name][0]], dtype=np.int32)[p.labels[name][1]] for p in parts]
+        labels[name] = vocabulary, np.concatenate(codes)
+    out = Samples(parts[0].fields, np.concatenate([p.numbers for p in parts]),
+                  np.concatenate([p.lengths for p in parts]), custom, labels)
+    if all(p.last_timestamps is not None for p in parts):
+        out.last_timestamps = tuple(np.concatenate(column) for column in zip(*(p.last_timestamps for p in parts)))
+    return out
 
 
 @dataclass
@@ -126,6 +140,15 @@ class Queries:
 
     def __len__(self) -> int:
         return len(self.link_type)
+
+
+def concat_queries(parts: Sequence[Queries]) -> Queries:
+    """The queries of every part in one Queries, in order."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    return Queries(cat("link"), cat("link_type"), cat("size_bytes"), [s for p in parts for s in p.samples],
+                   cat("entropy"), cat("has_entropy"), cat("ratio"), cat("has_ratio"))
 
 
 @dataclass

@@ -65,6 +65,38 @@ class Reply:
         ids = sign(self.rt.name, self.rt.version, self.predicted(), native=native)
         return self.message(ids) if native is None else self.encoded(native, ids)
 
+    def render_singles(self, sign: Callable[..., list[str]], native: Any = None) -> list[Message | bytes]:
+        """A batch's answers as the single responses of the calls computed together in it, one per item, signed
+        once for the batch: messages, or the batch's bytes split (`split_batch`)."""
+        ids = sign(self.rt.name, self.rt.version, self.predicted(), native=native)
+        if native is not None:
+            return split_batch(self.encoded(native, ids), len(ids))
+        ref = pb.ModelRef(name=self.rt.name, version=self.rt.version)
+        return [self.single_cls(**{self.fields[0]: item}, model=ref) for item in self.items(ids)]
+
+
+ITEM_TAG = 0x0A  # field 1, length-delimited: the item(s) of every inference response; field 2 is the model
+
+
+def split_batch(data: bytes, n: int) -> list[bytes]:
+    """A batch response's bytes, [1: item 0] ... [1: item n-1] [2: model], as n single responses [1: item k]
+    [2: model]: byte for byte what the single form's encoder writes, as both forms number their fields alike."""
+    items, pos = [], 0
+    for _ in range(n):
+        if data[pos] != ITEM_TAG:
+            raise ValueError(f"a batch response's item {len(items)}: expected field 1, got tag {data[pos]}")
+        length, shift, start = 0, 0, pos + 1
+        while True:  # the item's length, a varint
+            byte = data[start]
+            length |= (byte & 0x7F) << shift
+            shift, start = shift + 7, start + 1
+            if byte < 0x80:
+                break
+        items.append(data[pos:start + length])
+        pos = start + length
+    model = data[pos:]
+    return [item + model for item in items]
+
 
 def _b(array: np.ndarray, dtype: Any) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()

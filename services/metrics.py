@@ -42,6 +42,11 @@ class Metrics:
                                                          0.005, 0.01, 0.025, 0.1), registry=r)
         self.batch_size = Histogram("dwcp_inference_batch_size", "Items per batch RPC.", ["rpc"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.coalesced = Histogram("dwcp_inference_coalesced_calls",
+                                   "Single calls that waited together taken as one batch: calls per batch, by RPC "
+                                   "(serve --coalesce-max; a call computed alone is not observed; a batch that "
+                                   "fails is computed again call by call).", ["rpc"],
+                                   buckets=(2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.model_info = Gauge("dwcp_inference_model_info",
                                 "A loaded model version (1 when it serves by default, 0 when only on request), "
                                 "with its labels.", ["model", "version", "labels", "loaded_at"], registry=r)

@@ -7,6 +7,7 @@ request arrives, inference calls are admitted by our own bound, and health is an
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import logging
 import signal
@@ -33,7 +34,7 @@ from .shadow import Shadow
 from .repository import Repository
 from .security import BearerToken, CertificateFiles
 from .decode import Decoder, choose as choose_decoder
-from .servicers import InferenceServicer
+from .servicers import COALESCED, InferenceServicer
 from .settings import Settings
 from .transport import Admission, LoopThread, SharedHealth, threaded_handler
 
@@ -156,10 +157,12 @@ def trim_heap() -> None:
 
 
 def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admission: Admission,
-                     metrics: Metrics, decoder: Decoder | None = None) -> grpc.GenericRpcHandler:
+                     metrics: Metrics, decoder: Decoder | None = None,
+                     coalesce_max: int = 1) -> grpc.GenericRpcHandler:
     """The inference service's async handlers (each admits its call, then runs the servicer's method in `pool`),
     requests decoded by `decoder` (decode.py: native or python), with request bytes that do not parse handed to
-    the servicer as Undecodable (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+    the servicer as Undecodable (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL. The single inference RPCs'
+    calls that wait together are computed together, up to `coalesce_max` (transport.Coalescer; 1: never)."""
     decoder = decoder or Decoder("python", "chosen")
     service = pb.DESCRIPTOR.services_by_name["InferenceService"]
     handlers = {}
@@ -167,7 +170,9 @@ def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admiss
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            threaded_handler(method.name, getattr(servicer, method.name), pool, admission, metrics),
+            threaded_handler(method.name, getattr(servicer, method.name), pool, admission, metrics,
+                             many=functools.partial(servicer.many, method.name) if method.name in COALESCED else None,
+                             max_calls=min(coalesce_max, servicer.max_batch)),
             request_deserializer=decoder.deserializer(request_cls),
             response_serializer=decoder.serializer(response_cls))  # the native path answers bytes
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
@@ -206,7 +211,7 @@ def start(settings: Settings) -> Running:
         health_state = SharedHealth(loop)
         servicer = InferenceServicer(repo, outcomes, metrics, settings.max_batch, settings.max_window)
         admission = Admission(settings.max_concurrent_rpcs)  # inference calls and GetModel streams
-        handlers = lenient_handlers(servicer, pool, admission, metrics, decoder)
+        handlers = lenient_handlers(servicer, pool, admission, metrics, decoder, settings.coalesce_max)
         distributor = distribution.ModelDistribution(repo, metrics, admission, settings.max_watchers, loop.loop,
                                                      distribution.chunk_size(settings.max_message_bytes))
         v2_handlers = v2.handlers(repo, servicer, health_state, pool, admission, metrics)  # docs/v2.md
@@ -254,6 +259,9 @@ def start(settings: Settings) -> Running:
              SERVICE_NAME, settings.host, port, running.metrics_port, running.admin_port, running.health_port,
              decoder.name, decoder.reason, " ".join(f"{m}={v}" for m, v in models.items()),
              extra={"models": models, "decoder": decoder.name})
+    log.info("single calls: %s", f"those waiting together computed as one batch, up to {settings.coalesce_max} "
+             "(--coalesce-max)" if settings.coalesce_max > 1 else "computed one by one (--coalesce-max 1)",
+             extra={"coalesce_max": settings.coalesce_max})
     return running
 
 

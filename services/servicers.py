@@ -11,7 +11,7 @@ import functools
 import math
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import grpc
 
@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .outcomes import OutcomeTracker
 from .repository import Repository
 from .runtime import ModelRuntime
+from .transport import Aborted, CallContext
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,30 @@ def rpc(method: Callable) -> Callable:
                 self.metrics.child(self.metrics.requests, name, code.name).inc()
 
     return wrapper
+
+
+class Coalesced(NamedTuple):
+    """How single calls of one RPC are computed as one batch: the model, the decoded form, whether a decoded call
+    is one item the batch form takes, and the batch form's computation over the calls' decoded forms."""
+
+    model: str
+    form: type
+    compute: Callable[["InferenceServicer", list, decode.Selector], encode.Reply]
+    ready: Callable[[Any], bool] = lambda decoded: True
+
+
+COALESCED = {
+    "PredictBandwidth": Coalesced("bandwidth_predictor", decode.Bandwidth, lambda s, calls, selector: s._bandwidth(
+        decode.concat_samples([c.histories for c in calls]), selector, single=False)),
+    "SelectCompression": Coalesced("compression_selector", decode.Compression, lambda s, calls, selector:
+                                   s._compression(decode.concat_queries([c.queries for c in calls]), selector,
+                                                  single=False)),
+    "DetectAnomaly": Coalesced("reliability_detector", decode.Anomaly, lambda s, calls, selector: s._anomaly(
+        decode.concat_samples([c.metrics for c in calls]), decode.concat_samples([c.histories for c in calls]),
+        selector, single=False), ready=lambda decoded: decoded.has_metrics),
+    "DetectHighLatency": Coalesced("consensus_latency", decode.Latency, lambda s, calls, selector: s._latency(
+        decode.concat_samples([c.windows for c in calls]), selector, single=False)),
+}
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
@@ -180,6 +205,91 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def DetectHighLatencyBatch(self, request: decode.Latency, context) -> pb.DetectHighLatencyBatchResponse:
         self._batch("DetectHighLatencyBatch", request.windows, "windows")
         return self._latency(request.windows, request.model, single=False)
+
+    # ------------------------------------------------------------ single calls computed together
+
+    def many(self, name: str, requests: Sequence, contexts: Sequence[CallContext]) -> list:
+        """Single calls of the RPC `name` that arrived together (transport.py's coalescer), each answered as if
+        alone: its response, or the `Aborted` its own call would raise. Calls for the same version are computed as
+        one batch form; a call that is not plainly one valid item (undecodable, no metrics, an unknown version, a
+        deadline passed) takes the single path, and so does every call of a batch whose computation fails, so
+        each caller gets a single call's exact status and message."""
+        start = time.perf_counter()
+        way = COALESCED[name]
+        results: list = [None] * len(requests)
+        groups: dict[tuple, tuple[ModelRuntime, Any, list[int], list]] = {}  # by version and native or not
+        for i, (request, context) in enumerate(zip(requests, contexts)):
+            found = self._groupable(way, request, context)
+            if found is None:
+                results[i] = self._alone(name, request, context)
+                continue
+            rt, native, decoded = found
+            group = groups.setdefault((id(rt), native is None), (rt, native, [], []))
+            group[2].append(i)
+            group[3].append(decoded)
+        for rt, native, calls, decoded in groups.values():
+            answers = None
+            if len(calls) > 1:
+                try:
+                    answers = self._together(name, way, rt, native, decoded, [contexts[i] for i in calls], start)
+                except InferenceError:  # an invalid item, a version gone: each call alone gets its own message
+                    pass
+                except Exception:
+                    log.exception("%s: %d calls computed together failed; each is computed alone", name, len(calls))
+            if answers is None:
+                answers = [self._alone(name, requests[i], contexts[i]) for i in calls]
+            for i, answer in zip(calls, answers):
+                results[i] = answer
+        return results
+
+    def _groupable(self, way: "Coalesced", request: Any, context: CallContext) -> tuple | None:
+        """(the version answering the call, the native extension or None, its decoded form), or None when it takes
+        the single path."""
+        try:
+            native = request.native if isinstance(request, Encoded) else None
+            decoded = decode.from_message(decode.parsed(request))
+            if not isinstance(decoded, way.form) or not way.ready(decoded):
+                return None
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                return None
+            rt = self._model(way.model, decoded.model)  # per call: a traffic split chooses for each call
+        except Exception:  # noqa: BLE001 - the single path answers it as it would alone
+            return None
+        return rt, native, decoded
+
+    def _alone(self, name: str, request: Any, context: CallContext) -> Any:
+        try:
+            return getattr(self, name)(request, context)
+        except Aborted as e:
+            return e
+
+    def _together(self, name: str, way: "Coalesced", rt: ModelRuntime, native: Any, decoded: list,
+                  contexts: list[CallContext], start: float) -> list:
+        """The calls as one batch of version `rt`: their responses (or DEADLINE_EXCEEDED for a call whose
+        deadline passed meanwhile), each counted as its own call."""
+        self.metrics.child(self.metrics.coalesced, name).observe(len(decoded))
+        remaining = [c.time_remaining() for c in contexts]
+        token = deadline.start(None if None in remaining else max(remaining))  # computed while anyone waits
+        try:
+            reply = way.compute(self, decoded, decode.Selector(rt.version))
+        finally:
+            deadline.end(token)
+        responses = reply.render_singles(self.outcomes.remember_many, native)
+        latency = self.metrics.child(self.metrics.latency, name, rt.name, rt.version)
+        seconds = time.perf_counter() - start
+        answers = []
+        for response, context in zip(responses, contexts):
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                answers.append(Aborted(code, f"{name}: the deadline passed while the call was computed"))
+            else:
+                code = grpc.StatusCode.OK
+                latency.observe(seconds)
+                answers.append(response)
+            self.metrics.child(self.metrics.requests, name, code.name).inc()
+        return answers
 
     # ------------------------------------------------------------ outcomes
 

@@ -20,7 +20,7 @@ def bundled_models() -> Path:
 MINIMUM = {"port": 0, "metrics_port": -1, "admin_port": -1, "health_port": -1, "threads": 1, "workers": 1,
            "session_threads": 1, "max_batch": 1, "max_message_bytes": 1, "grace_seconds": 0, "poll_seconds": 0,
            "max_concurrent_rpcs": 1, "max_window": 1, "outcome_capacity": 1, "outcome_max_age_seconds": 1,
-           "batch_max_rows": 1, "batch_max_wait_us": 0,
+           "batch_max_rows": 1, "batch_max_wait_us": 0, "coalesce_max": 1,
            "max_watchers": 1, "shadow_fraction": 0}
 
 
@@ -57,6 +57,8 @@ class Settings:
     outcome_max_age_seconds: float = 86400.0  # outcomes for older prediction ids are NOT_FOUND "expired"
     batch_max_rows: int = 256           # micro-batching: rows per onnxruntime call; 1 turns it off
     batch_max_wait_us: int = 0          # micro-batching: extra wait for company once calls queue; 0: none
+    coalesce_max: int = 64              # single calls of one RPC waiting together computed as one batch, up to
+                                        # this many; 1 turns it off
     log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
     log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
     decoder: str = "auto"               # request bytes to columns: auto (native when installed), native, python

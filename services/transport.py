@@ -3,13 +3,16 @@
 A call costs no thread until its request has arrived (a client that opens calls and never sends the request holds
 only a stream), so half-open calls cannot starve anyone. Each inference call is then admitted or shed by our own
 bound (`max_concurrent_rpcs`, counting calls computing or waiting for a worker thread), and runs the sync servicer
-method in a pool of `threads` workers, which micro-batching (batching.py) relies on. Health and reflection are
-answered on the loop and never count against that bound."""
+method in a pool of `threads` workers, which micro-batching (batching.py) relies on; single calls of one RPC that
+wait at the same time are computed together as one batch (`Coalescer`). Health and reflection are answered on the
+loop and never count against that bound."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import threading
 import time
 from typing import Any, Callable, Coroutine
@@ -126,10 +129,84 @@ class Admission:
         self.admitted -= 1
 
 
+class Coalescer:
+    """The single calls of one RPC that wait at the same time, computed together. A drain in the pool (one per RPC
+    at a time) takes every call queued, up to `max_calls`: one runs alone as ever (`method(request, context)`),
+    several go to `many(requests, contexts)` (an answer or an `Aborted` each); all are answered by one callback on
+    the loop, and the drain is queued again while calls are left. A call finding nothing queued runs alone."""
+
+    def __init__(self, name: str, method: Callable, many: Callable, max_calls: int,
+                 pool: concurrent.futures.Executor, admission: Admission, metrics: Metrics):
+        self.name, self.method, self.many, self.max_calls = name, method, many, max_calls
+        self.pool, self.admission, self.metrics = pool, admission, metrics
+        self._queue: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._draining = False
+
+    def put(self, loop: asyncio.AbstractEventLoop, request: Any, context: CallContext,
+            answer: asyncio.Future) -> None:
+        """Queue a call (on the loop); `answer` gets its response, or its Aborted as the exception."""
+        with self._lock:
+            self._queue.append((request, context, answer))
+            if self._draining:
+                return
+            self._draining = True
+        self.pool.submit(self._drain, loop)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One batch of the calls queued; then, if more came meanwhile, the next drain goes to the back of the
+        pool's queue: another RPC's calls waiting for a thread are not held back by a busy one."""
+        with self._lock:
+            calls = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_calls))]
+        live = [call for call in calls if not call[2].cancelled()]  # cancelled while queued: never computed
+        self._count_expired([call for call in calls if call[2].cancelled()])
+        try:
+            if len(live) == 1:
+                results = [self._alone(*live[0][:2])]
+            else:
+                results = self.many([c[0] for c in live], [c[1] for c in live]) if live else []
+        except BaseException as e:  # noqa: BLE001 - every caller gets it rather than waiting forever
+            results = [e] * len(live)
+        _call_soon(loop, functools.partial(self._answer, calls, live, results))
+        with self._lock:
+            if not self._queue:
+                self._draining = False
+                return
+        self.pool.submit(self._drain, loop)
+
+    def _count_expired(self, cancelled: list) -> None:
+        """Calls whose deadline passed while they queued count as DEADLINE_EXCEEDED, as those the servicer finds
+        expired do; a call its caller cancelled is not counted."""
+        for _, context, _ in cancelled:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                self.metrics.child(self.metrics.requests, self.name, grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
+
+    def _alone(self, request: Any, context: CallContext) -> Any:
+        try:
+            return self.method(request, context)
+        except BaseException as e:  # noqa: BLE001 - Aborted mostly: the call's status
+            return e
+
+    def _answer(self, calls: list, live: list, results: list) -> None:
+        """On the loop: each computed call's answer, and every taken call's place in the admission bound back."""
+        for (_, _, answer), result in zip(live, results):
+            if not answer.done():
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
+        for _ in calls:
+            self.admission.leave()
+
+
 def threaded_handler(name: str, method: Callable, pool: concurrent.futures.Executor, admission: Admission,
-                     metrics: Metrics) -> Callable:
+                     metrics: Metrics, many: Callable | None = None, max_calls: int = 1) -> Callable:
     """An async unary handler running the sync `method(request, context)` in `pool`, beyond the admission bound
-    answering RESOURCE_EXHAUSTED at once (counted like every other answer, in dwcp_inference_requests_total)."""
+    answering RESOURCE_EXHAUSTED at once (counted like every other answer, in dwcp_inference_requests_total).
+    With `many` and `max_calls` > 1, calls that wait at the same time are computed together (Coalescer)."""
+    coalescer = (Coalescer(name, method, many, max_calls, pool, admission, metrics) if many and max_calls > 1
+                 else None)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if not admission.enter():
@@ -137,12 +214,18 @@ def threaded_handler(name: str, method: Callable, pool: concurrent.futures.Execu
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{name}: the server is at its limit of {admission.limit} calls at once; retry later")
         loop = asyncio.get_running_loop()
-        work = pool.submit(method, request, CallContext(context.time_remaining()))
-        # Released when the work ends, not when the caller goes: a cancelled call still computing holds its place;
-        # one cancelled while queued is never computed.
-        work.add_done_callback(lambda _: _call_soon(loop, admission.leave))
+        call = CallContext(context.time_remaining())
+        # A call's place is released when its work ends, not when the caller goes: a cancelled call still
+        # computing holds its place; one cancelled while queued is never computed.
+        if coalescer is not None:
+            answer = loop.create_future()
+            coalescer.put(loop, request, call, answer)
+        else:
+            work = pool.submit(method, request, call)
+            work.add_done_callback(lambda _: _call_soon(loop, admission.leave))
+            answer = asyncio.wrap_future(work)
         try:
-            return await asyncio.wrap_future(work)
+            return await answer
         except Aborted as e:
             await context.abort(e.code, e.details)
 
