@@ -66,6 +66,9 @@ def rpc(method: Callable) -> Callable:
             return response
         except InferenceError as e:
             code = e.code
+            if isinstance(e, NonFiniteOutput):  # counted per call answered so (not per group computed together)
+                self.metrics.child(self.metrics.nonfinite, e.model, e.version).inc()
+                log.error("%s", e)
             context.abort(code, str(e))
         except Exception:
             log.exception("%s failed", name)
@@ -125,10 +128,6 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             return answers
         except FeatureError as e:
             raise batch.invalid(e) from None
-        except NonFiniteOutput as e:
-            self.metrics.child(self.metrics.nonfinite, e.model, e.version).inc()
-            log.error("%s", e)
-            raise
 
     def _batch(self, rpc_name: str, items: Sequence, field: str) -> None:
         convert.check_batch(items, field, self.max_batch)

@@ -163,6 +163,30 @@ def test_a_nan_inside_the_range_fails_only_its_call_with_internal_and_is_counted
         running.stop(0)
 
 
+def test_non_finite_outputs_among_calls_computed_together_are_counted_once_per_call(tmp_path):
+    """A burst of single calls is computed as one batch (the transport's coalescer); a NaN in it fails that
+    group, whose calls are then answered alone: only the calls whose own output is non-finite fail and count."""
+    cpus = [0.3, 0.5, 0.4, 0.6, 0.5, 0.2] * 8
+    running = start_server(_nan_where(tmp_path, "inside", 0.5), admin_port=-1, threads=1,
+                           max_concurrent_rpcs=2 * len(cpus))  # none shed
+    stub = _stub(running)
+    try:
+        for _ in range(20):  # until a burst has been computed together
+            futures = [stub.DetectAnomaly.future(pb.DetectAnomalyRequest(metrics=node_metrics(cpu=c))) for c in cpus]
+            codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK for f in futures]
+            assert codes == [grpc.StatusCode.INTERNAL if c == 0.5 else grpc.StatusCode.OK for c in cpus]
+            if _value(running, "dwcp_inference_coalesced_calls_count", rpc="DetectAnomaly"):
+                break
+        else:
+            pytest.fail("no burst was computed together")
+        failed = _value(running, "dwcp_inference_requests_total", rpc="DetectAnomaly", code="INTERNAL")
+        assert failed == cpus.count(0.5) * (_ + 1)
+        assert _value(running, "dwcp_inference_nonfinite_outputs_total", model="reliability_detector",
+                      version="1") == failed
+    finally:
+        running.stop(0)
+
+
 # ------------------------------------------------------------------ item 9: deadlines
 
 def test_work_whose_caller_gave_up_is_not_computed_and_not_counted_ok(monkeypatch):
