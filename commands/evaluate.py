@@ -52,8 +52,7 @@ def _bandwidth(rt: Any, columns: dict[str, np.ndarray], every_window: bool = Fal
     # a trace is seen when training used it or the other direction of its drive (NAME.up, NAME.down: recorded
     # together, so not independent; training validates on whole drives too)
     drives = {bandwidth_quantile.drive_of(link) for link in rt.meta.training.get("links") or []}
-    seen_rows = np.isin(np.array([bandwidth_quantile.drive_of(link) for link in links], dtype=object),
-                        sorted(drives)) if drives else np.zeros(len(links), bool)
+    seen_rows = np.isin(links, [link for link in set(links) if bandwidth_quantile.drive_of(link) in drives])
     by_links = rt.meta.decision.get("forecaster") == bandwidth_quantile.KIND
     if every_window:
         seen = sorted(set(links[seen_rows]))

@@ -105,9 +105,10 @@ def _nab_file(f: Path, key: str, spans: list) -> NabSeries:
 def _check_spacing(f: Path, ts: np.ndarray) -> None:
     """Refuse a series not at the 5-minute cadence: the detectors count a day as 288 rows."""
     gaps = np.diff(ts)
-    if gaps.size and np.mean(gaps == NAB_SPACING) < NAB_REGULAR_SHARE:
+    regular = np.mean(gaps == NAB_SPACING) if gaps.size else 1.0
+    if regular < NAB_REGULAR_SHARE:
         median = np.median(gaps.astype(np.int64)) / 60
-        raise DataError(f"{f}: rows {median:g} minutes apart (median), {np.mean(gaps == NAB_SPACING):.0%} of them "
+        raise DataError(f"{f}: rows {median:g} minutes apart (median), {regular:.0%} of them "
                         "5 minutes apart; the NAB detectors are built for 5-minute intervals (resample the series)")
 
 
