@@ -11,7 +11,7 @@ METRICS_PORT ?= 9464
 
 # The native request decoder (native/: Rust, PyO3, prost; services/decode.py) is built into a venv where cargo
 # is on PATH; without cargo the server decodes requests in Python (--decoder auto says which in its start line).
-NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs native/src/gen/*.rs)
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs native/src/gen/*.rs native/src/front/*.rs)
 define install_native
 	@if command -v cargo >/dev/null 2>&1; then \
 		$(1)/bin/pip install --quiet ./native && touch $(1)/.native; \

@@ -139,7 +139,8 @@ def _boolean(text: str) -> bool:
 
 
 CHOICES = {"log_level": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], "log_format": ["text", "json"],  # logs.py
-           "decoder": ["auto", "native", "python"]}  # services/decode.py
+           "decoder": ["auto", "native", "python"],  # services/decode.py
+           "front": ["auto", "native", "grpcio"]}  # services/front.py
 SECRETS = {"admin_token"}  # never printed, not even in --help
 
 
@@ -219,6 +220,13 @@ def _check_settings(s: Any) -> None:
             decode.choose(s.decoder)
         except ValueError as e:
             raise ConfigError(f"{e} (DWCP_INFERENCE_DECODER)") from None
+    if s.front == "native":
+        from dwcp_inference.services import front
+
+        try:
+            front.choose(s.front)
+        except ValueError as e:
+            raise ConfigError(f"{e} (DWCP_INFERENCE_FRONT)") from None
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -53,6 +53,9 @@ class Metrics:
         self.decoder_info = Gauge("dwcp_inference_decoder_info",
                                   "1 for the request decoder this process uses: native (the Rust extension) or "
                                   "python (no compiler at install, or --decoder python).", ["decoder"], registry=r)
+        self.front_info = Gauge("dwcp_inference_front_info",
+                                "1 for the inference port's transport: native (the Rust front) or grpcio (no compiler "
+                                "at install, or --front grpcio).", ["front"], registry=r)
         self.model_serving = Gauge("dwcp_inference_model_serving",
                                    "1 when the model has a version serving by default, 0 when the repository holds "
                                    "the model but no version of it serves.", ["model"], registry=r)

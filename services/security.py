@@ -33,16 +33,21 @@ class CertificateFiles:
         self._stamp = self._stamps()
         self._refused_stamp: tuple | None = None
         self.generation = 0
-        self.current = self._config()  # at start a bad pair is an error, not a warning
+        self.current, self._pems = self._config()  # at start a bad pair is an error, not a warning
 
     def _stamps(self) -> tuple:
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(os.stat, self.paths))
 
-    def _config(self) -> grpc.ServerCertificateConfiguration:
+    def _config(self) -> tuple[grpc.ServerCertificateConfiguration, tuple[bytes, bytes, bytes | None]]:
         cert, key = self.paths[0].read_bytes(), self.paths[1].read_bytes()
         ca = self.paths[2].read_bytes() if self.client_ca else None
         check_pair(cert, key, ca)
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca), (cert, key, ca)
+
+    def pems(self) -> tuple[bytes, bytes, bytes | None]:
+        """The current good certificate chain, key and client CA as PEM bytes (for the native front)."""
+        with self._lock:
+            return self._pems
 
     def latest(self) -> tuple[int, grpc.ServerCertificateConfiguration]:
         """The newest good configuration and its generation, reading the files again if they changed."""
@@ -51,8 +56,9 @@ class CertificateFiles:
             try:
                 stamp = self._stamps()
                 if stamp != self._stamp and stamp != self._refused_stamp:
-                    config = self._config()
-                    self._stamp, self.current, self.generation = stamp, config, self.generation + 1
+                    config, pems = self._config()
+                    self._stamp, self.current, self._pems = stamp, config, pems
+                    self.generation += 1
                     log.info("TLS certificate reloaded from %s", self.paths[0])
             except (OSError, ValueError, ssl.SSLError) as e:  # a rotation half done: keep the current pair
                 if stamp != self._refused_stamp:

@@ -26,7 +26,7 @@ from dwcp_inference.api import admin_pb2, admin_pb2_grpc
 from dwcp_inference.api import inference_pb2 as pb
 
 from .admin import AdminServicer
-from . import distribution, v2
+from . import distribution, front, v2
 from .metrics import DriftCollector, Metrics
 from .batching import BatchPolicy
 from .outcomes import from_settings as outcomes_from_settings
@@ -66,6 +66,7 @@ class Running:
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     distribution: distribution.ModelDistribution | None = None  # GetModel, WatchModels on the inference port
+    front: front.NativeFront | None = None  # the native front on the inference port (then `server` is behind it)
 
     def refresh(self) -> None:
         """Bring health and the model-info gauge in line with what is loaded."""
@@ -121,6 +122,10 @@ class Running:
         if self.admin_server is not None:
             self.admin_server.stop(0)
         if self.loop is not None:
+            if self.distribution is not None:  # watches end first (told to reconnect): they would hold the drain
+                self.loop.run(self.distribution.close())
+            if self.front is not None:
+                self.front.stop(grace)
             self.loop.run(self._stop_servers(grace))
             self.loop.close()
         if self.pool is not None:
@@ -129,10 +134,7 @@ class Running:
             self._metrics_server.shutdown()
 
     async def _stop_servers(self, grace: float | None) -> None:
-        # The health port answers NOT_SERVING until the inference port has drained. Watches end first (told to
-        # reconnect): they would otherwise hold the drain for its whole grace period.
-        if self.distribution is not None:
-            await self.distribution.close()
+        # The health port answers NOT_SERVING until the inference port has drained.
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -180,8 +182,10 @@ def lenient_handlers(servicer: InferenceServicer, pool: futures.Executor, admiss
 
 def start(settings: Settings) -> Running:
     decoder = choose_decoder(settings.decoder)
+    transport = front.choose(settings.front)
     metrics = Metrics()
     metrics.decoder_info.labels(decoder.name).set(1)
+    metrics.front_info.labels(transport.name).set(1)
     outcomes = outcomes_from_settings(metrics, settings)
 
     def on_version(model: str, version: str, event: str) -> None:
@@ -215,8 +219,13 @@ def start(settings: Settings) -> Running:
         distributor = distribution.ModelDistribution(repo, metrics, admission, settings.max_watchers, loop.loop,
                                                      distribution.chunk_size(settings.max_message_bytes))
         v2_handlers = v2.handlers(repo, servicer, health_state, pool, admission, metrics)  # docs/v2.md
-        server, port = loop.run(_inference_server(
-            settings, (handlers, distribution.handlers(distributor), v2_handlers), health_state, tls))
+        all_handlers = (handlers, distribution.handlers(distributor), v2_handlers)
+        if transport.name == "native":  # the grpc.aio server on loopback, behind the front
+            token = front.new_token()
+            server, port = loop.run(_inference_server(settings, all_handlers, health_state, None,
+                                                      address="127.0.0.1:0", interceptors=[front.TokenCheck(token)]))
+        else:
+            server, port = loop.run(_inference_server(settings, all_handlers, health_state, tls))
         running = Running(server, port, None, None, repo, metrics, health_state, loop, pool,
                           distribution=distributor)
         if settings.health_port >= 0:
@@ -250,15 +259,28 @@ def start(settings: Settings) -> Running:
                                                    loaded=repo.loaded)
         running.metrics_port = running._metrics_server.server_port
     loop.run(server.start())
+    if transport.name == "native":
+        try:
+            running.front = front.NativeFront(
+                transport, servicer, decoder, metrics, settings.host, settings.port, port, token,
+                threads=settings.threads, coalesce_max=settings.coalesce_max,
+                max_admitted=settings.max_concurrent_rpcs, max_message_bytes=settings.max_message_bytes,
+                max_streams=MAX_STREAMS_PER_CONNECTION, max_age_ms=MAX_CONNECTION_AGE_MS,
+                max_age_grace_ms=MAX_CONNECTION_AGE_GRACE_MS, tls=tls)
+        except BaseException:
+            running.stop(0)
+            raise
+        running.port = running.front.port
     if running.health_server is not None:
         loop.run(running.health_server.start())
     if settings.poll_seconds > 0:
         running.watch(settings.poll_seconds)
     models = {m: rt.version for m, rt in repo.serving().items()}
-    log.info("serving %s on %s:%d (metrics on %s, admin on %s, health on %s; %s decoder, %s), models: %s",
-             SERVICE_NAME, settings.host, port, running.metrics_port, running.admin_port, running.health_port,
-             decoder.name, decoder.reason, " ".join(f"{m}={v}" for m, v in models.items()),
-             extra={"models": models, "decoder": decoder.name})
+    log.info("serving %s on %s:%d (metrics on %s, admin on %s, health on %s; %s decoder, %s; %s front, %s), "
+             "models: %s", SERVICE_NAME, settings.host, running.port, running.metrics_port, running.admin_port,
+             running.health_port, decoder.name, decoder.reason, transport.name, transport.reason,
+             " ".join(f"{m}={v}" for m, v in models.items()),
+             extra={"models": models, "decoder": decoder.name, "front": transport.name})
     log.info("single calls: %s", f"those waiting together computed as one batch, up to {settings.coalesce_max} "
              "(--coalesce-max)" if settings.coalesce_max > 1 else "computed one by one (--coalesce-max 1)",
              extra={"coalesce_max": settings.coalesce_max})
@@ -276,22 +298,24 @@ MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
 
 
 async def _inference_server(settings: Settings, handlers: tuple[grpc.GenericRpcHandler, ...],
-                            health_state: SharedHealth, tls: CertificateFiles | None) -> tuple[grpc.aio.Server, int]:
+                            health_state: SharedHealth, tls: CertificateFiles | None, address: str | None = None,
+                            interceptors: list | None = None) -> tuple[grpc.aio.Server, int]:
     """Made on the loop. No maximum_concurrent_rpcs: gRPC's would count health calls and shed them with the rest;
-    inference calls are admitted by the handlers instead."""
+    inference calls are admitted by the handlers instead. `address`: the inference port's unless given (the
+    loopback one behind the native front)."""
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # clients keepalive every 30s
                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS)]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     server.add_generic_rpc_handlers(handlers)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, distribution.SERVICE_NAME, v2.SERVICE_NAME,
          health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    address = f"{settings.host}:{settings.port}"
+    address = address or f"{settings.host}:{settings.port}"
     return server, _bound(server, address, tls)
 
 

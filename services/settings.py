@@ -62,6 +62,8 @@ class Settings:
     log_level: str = "INFO"             # DEBUG, INFO, WARNING, ERROR (workers too)
     log_format: str = "text"            # text, or json: one JSON object a line (services/logs.py)
     decoder: str = "auto"               # request bytes to columns: auto (native when installed), native, python
+    front: str = "auto"                 # the inference port's transport: auto (native when installed), native
+                                        # (the Rust front, services/front.py), grpcio (grpc.aio, transport.py)
     shadow_fraction: float = 0.1        # share of a model's calls its candidate (stage staging) also runs on, off
                                         # the caller's path (services/shadow.py); 0 turns the shadow off
 

@@ -45,10 +45,12 @@ def native():
 
 @pytest.fixture(scope="module")
 def servers(native, tmp_path_factory):
-    """The same repository served twice: by the native decoder and by the python one."""
+    """The same repository served twice: by the native decoder behind the native front, and by the python decoder
+    on the grpc.aio transport (both differences judged at once: answers and messages must be byte-identical)."""
     repo = tmp_path_factory.mktemp("native") / "repo"
     shutil.copytree(bundled_models(), repo)
-    running = {name: start_server(repo, decoder=name, admin_port=-1, poll_seconds=0) for name in ("native", "python")}
+    running = {name: start_server(repo, decoder=name, front=front, admin_port=-1, poll_seconds=0)
+               for name, front in (("native", "native"), ("python", "grpcio"))}
     channels = {name: grpc.insecure_channel(f"127.0.0.1:{r.port}", options=[("grpc.max_send_message_length", 64 << 20)])
                 for name, r in running.items()}
     yield running, channels
@@ -188,7 +190,7 @@ def test_the_decoder_is_named_in_the_start_log_and_a_gauge(native, caplog):
         with caplog.at_level(logging.INFO, logger="dwcp_inference.services.server"):
             running = start_server(bundled_models(), decoder=name, admin_port=-1, poll_seconds=0)
         try:
-            assert f"; {name} decoder, chosen), models: " in caplog.text
+            assert f"; {name} decoder, chosen; " in caplog.text
             scrape = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=10).read()
             assert f'dwcp_inference_decoder_info{{decoder="{name}"}} 1.0' in scrape.decode()
         finally:

@@ -21,6 +21,7 @@ mod proto {
 use proto::*;
 
 mod encode;
+mod front;
 mod ids;
 mod wire;
 
@@ -383,6 +384,7 @@ fn dwcp_inference_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode::encode_latency, m)?)?;
     m.add_function(wrap_pyfunction!(ids::sign_ids, m)?)?;
     m.add_function(wrap_pyfunction!(ids::mac, m)?)?;
+    m.add_class::<front::Front>()?;
     m.add(
         "__doc__",
         "Inference request bytes to raw columns and answers to response bytes (prost); see \
