@@ -204,6 +204,22 @@ def test_admission_refuses_beyond_the_limit_and_counts_it(upstream):
         front.fail(12345, 13, "unknown id: no-op")
 
 
+def test_a_waiting_take_returns_as_soon_as_the_front_answers_a_call_itself(upstream):
+    """So that the workers count it in the metrics before anyone reads them."""
+    with serving(upstream.port, None, max_admitted=1) as front, \
+            grpc.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+        held = channel.unary_unary(PREDICT).future(b"first", timeout=HANG_GUARD)
+        [(call_id, _, _, _)] = front.take(8, HANG_GUARD)
+        taken = []
+        waiting = threading.Thread(target=lambda: taken.append(front.take(8, 3600)), daemon=True)
+        waiting.start()
+        assert error_of(call, channel, PREDICT, b"second").code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        waiting.join(HANG_GUARD)
+        assert taken == [[]] and front.events() == [(0, "RESOURCE_EXHAUSTED", 1)]
+        front.answer(call_id, b"done")
+        assert held.result() == b"done"
+
+
 def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
@@ -260,6 +276,29 @@ def test_a_deadline_passing_while_python_computes_keeps_the_place_until_the_answ
         assert front.admitted == 1  # Python still computes it
         front.answer(call_id, b"too late")  # dropped
         assert front.admitted == 0
+
+
+def next_headers(sock: socket.socket) -> None:
+    """Read frames until the peer sends a HEADERS frame (a reply, or its trailers)."""
+    received = b""
+    while True:
+        while len(received) < 9 or len(received) < 9 + int.from_bytes(received[:3], "big"):
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed before a HEADERS frame"
+            received += chunk
+        if received[3] == 1:
+            return
+        received = received[9 + int.from_bytes(received[:3], "big"):]
+
+
+def test_a_deadline_passing_while_python_computes_is_counted_by_python_alone(upstream):
+    with serving(upstream.port, None) as front:
+        with h2c_request(front.port, PREDICT, b"slow", "200m") as raw:  # a caller that never cancels
+            [(call_id, _, _, _)] = front.take(8, HANG_GUARD)
+            next_headers(raw)  # the front answered DEADLINE_EXCEEDED
+            assert front.events() == []  # Python counts the call when it answers it: once
+            front.answer(call_id, b"too late")
+            assert front.admitted == 0
 
 
 def test_a_call_cancelled_while_queued_is_never_taken(upstream):
@@ -319,6 +358,53 @@ def test_an_oversize_body_is_refused_as_grpc_does(upstream):
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert e.details() == "Received message larger than max (5000 vs. 100)"
         assert call(channel, PREDICT, b"x" * 100) == b"native:0:" + b"x" * 100
+
+
+def stalled_request(port: int, path: str, declared: int, sent: int, timeout: bytes = b"") -> socket.socket:
+    """A request whose message declares `declared` bytes, of which `sent` come; then it stalls, never ending (and
+    never cancelling, whatever its `grpc-timeout`)."""
+    headers = b"".join(b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v for n, v in [
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"front"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers"), *([(b"grpc-timeout", timeout)] * bool(timeout))])
+    body = b"\x00" + struct.pack(">I", declared) + b"s" * sent
+    frames = b"".join(_h2_frame(0, 0, 1, body[i:i + 16384]) for i in range(0, len(body), 16384))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD)
+    sock.sendall(H2_PREFACE + _h2_frame(1, 4, 1, headers) + frames)
+    return sock
+
+
+@pytest.mark.parametrize("path, answered", [(PREDICT, b"native:0:"), (ECHO, b"upstream:")],
+                         ids=["native", "forwarded"])
+def test_request_bytes_read_at_once_are_bounded_across_stalled_callers(upstream, path, answered):
+    limit = 64 << 10  # with max_admitted 2: room for 2 such messages' bytes at once, read or being forwarded
+    with serving(upstream.port, max_admitted=2, max_message_bytes=limit) as front, \
+            grpc.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+        stalled = [stalled_request(front.port, path, limit, 40_000) for _ in range(3)]
+        name = path.rsplit("/", 1)[1]
+
+        def refused() -> bool:
+            try:
+                call(channel, path, b"r" * 20_000)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert e.details() == f"{name}: the server is reading its limit of request bytes at once; retry later"
+                return True
+            return False
+
+        eventually(refused)
+        assert call(channel, path, b"small") == answered + b"small"
+        if path == PREDICT:
+            assert (0, "RESOURCE_EXHAUSTED") in [event[:2] for event in front.events()]
+        for sock in stalled:
+            sock.close()
+        eventually(lambda: not refused())
+
+
+def test_a_deadline_passing_while_the_request_is_read_is_answered(upstream):
+    with serving(upstream.port) as front:
+        with stalled_request(front.port, PREDICT, 1000, 10, timeout=b"200m") as raw:
+            next_headers(raw)  # DEADLINE_EXCEEDED, as grpc core answers; the call was never admitted
+            assert front.admitted == 0 and front.events() == []
 
 
 def test_an_unreachable_upstream_is_unavailable():

@@ -59,7 +59,8 @@ impl Calls {
     pub fn admit(&self, method: usize, request: Bytes, deadline: Option<Instant>) -> Admission {
         let mut state = self.lock();
         if state.entries.len() >= self.max_admitted {
-            *state.events.entry((method, "RESOURCE_EXHAUSTED")).or_default() += 1;
+            drop(state);
+            self.count(method, "RESOURCE_EXHAUSTED");
             return Admission::Full;
         }
         state.next_id += 1;
@@ -80,7 +81,8 @@ impl Calls {
         Admission::Admitted(id, receiver)
     }
 
-    /// Up to `max_calls` queued calls, waiting up to `timeout` for the first one.
+    /// Up to `max_calls` queued calls, waiting up to `timeout` for the first one; none at once when there are
+    /// events to count (the caller counts them before it waits again).
     pub fn take(&self, max_calls: usize, timeout: Duration) -> Vec<Taken> {
         let until = Instant::now().checked_add(timeout);
         let mut state = self.lock();
@@ -89,7 +91,7 @@ impl Calls {
                 return Vec::new();
             }
             let taken = Self::pop(&mut state, max_calls);
-            if !taken.is_empty() {
+            if !taken.is_empty() || !state.events.is_empty() {
                 return taken;
             }
             let now = Instant::now();
@@ -136,16 +138,20 @@ impl Calls {
     }
 
     /// The caller left (cancelled, or its deadline passed): a queued call is dropped and its place released; a
-    /// call Python computes keeps its place until Python answers it.
-    pub fn abandon(&self, id: u64) {
+    /// call Python computes keeps its place until Python answers it. True if a queued call was dropped.
+    pub fn abandon(&self, id: u64) -> bool {
         let mut state = self.lock();
-        if state.entries.get(&id).is_some_and(|e| e.request.is_some()) {
+        let queued = state.entries.get(&id).is_some_and(|e| e.request.is_some());
+        if queued {
             state.entries.remove(&id);
         }
+        queued
     }
 
+    /// An answer the front gave itself, for events(); a waiting take() returns so that it is counted at once.
     pub fn count(&self, method: usize, status: &'static str) {
         *self.lock().events.entry((method, status)).or_default() += 1;
+        self.queued.notify_one();
     }
 
     pub fn events(&self) -> Vec<(usize, &'static str, u64)> {

@@ -1,6 +1,7 @@
 //! A native gRPC front: owns the public port, answers the inference methods by handing raw request bytes to
 //! Python threads (`take` / `answer` / `fail`) and forwards every other call to the internal grpc.aio server.
 //! See native/README.md, "The gRPC front".
+mod budget;
 mod calls;
 mod grpc;
 mod proxy;
@@ -79,6 +80,7 @@ impl Front {
                 max_age_grace: Duration::from_millis(max_age_grace_ms.max(0) as u64),
             },
             calls: Calls::new(max_admitted),
+            reading: budget::Budget::new(max_admitted, max_message_bytes),
             upstream: proxy::Upstream::new(upstream_port, upstream_token).map_err(PyValueError::new_err)?,
             tls,
             stopping: tokio::sync::watch::channel(false).0,

@@ -1,6 +1,9 @@
 //! Everything the front does not answer itself goes to the internal grpc.aio server, over HTTP/2 cleartext on
 //! loopback, with the upstream token added; bodies stream both ways, headers and trailers pass unchanged.
+use std::error::Error;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,7 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use super::budget::{Budget, Framing, Held};
 use super::grpc::{self, ReplyBody};
+use super::serve::no_room;
 
 pub const TOKEN_HEADER: &str = "x-dwcp-front";
 const UPSTREAM_STREAM_WINDOW: u32 = 64 << 10;
@@ -45,8 +50,9 @@ impl Upstream {
         }
     }
 
-    /// Forward a call whose first `head` bytes of body were already read.
-    pub async fn forward(&self, request: Request<Incoming>, head: Bytes) -> Response<ReplyBody> {
+    /// Forward a call whose first `head` bytes of body were already read; its body's bytes of a message not yet
+    /// whole are held from `budget` (the upstream buffers them), and the call is refused when there is no room.
+    pub async fn forward(&self, request: Request<Incoming>, head: Bytes, budget: &Arc<Budget>) -> Response<ReplyBody> {
         let (mut parts, rest) = request.into_parts();
         parts.headers.insert(TOKEN_HEADER, self.token.clone()); // replaces any the caller sent
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -59,8 +65,16 @@ impl Upstream {
             Ok(uri) => uri,
             Err(_) => return grpc::status(grpc::UNAVAILABLE, "the front cannot forward this path"),
         };
-        let head = Some(head).filter(|h| !h.is_empty());
-        let mut request = Request::from_parts(parts, Forwarded { head, rest });
+        let name = parts.uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+        let refused = Arc::new(AtomicBool::new(false));
+        let body = Forwarded {
+            head: Some(head).filter(|h| !h.is_empty()),
+            rest,
+            framing: Framing::default(),
+            held: Held::new(budget),
+            refused: refused.clone(),
+        };
+        let mut request = Request::from_parts(parts, body);
         // A connection the upstream closed (or sent GOAWAY on) gives the request back unsent: one retry, anew.
         for fresh in [false, true] {
             let mut sender = match self.connect(fresh).await {
@@ -69,6 +83,7 @@ impl Upstream {
             };
             match sender.try_send_request(request).await {
                 Ok(reply) => return reply.map(Either::Right),
+                Err(_) if refused.load(Ordering::SeqCst) => return no_room(&name),
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if !fresh => request = unsent,
                     _ => return self.unavailable(&failed.into_error().to_string()),
@@ -108,21 +123,37 @@ impl Upstream {
     }
 }
 
-/// A request body of which the front already read `head`: that first, then the rest as it comes.
+/// A request body of which the front already read `head`: that first, then the rest as it comes, each data frame
+/// held from the budget while its message is not whole (a body past the budget ends in an error: the upstream
+/// stream is reset, `refused` tells why).
 pub struct Forwarded {
     head: Option<Bytes>,
     rest: Incoming,
+    framing: Framing,
+    held: Held,
+    refused: Arc<AtomicBool>,
 }
 
 impl Body for Forwarded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(head) = self.head.take() {
-            return Poll::Ready(Some(Ok(Frame::data(head))));
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match self.head.take() {
+            Some(head) => Frame::data(head),
+            None => match Pin::new(&mut self.rest).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other.map_err(Into::into),
+            },
+        };
+        if let Some(data) = frame.data_ref() {
+            let partial = self.framing.feed(data);
+            if !self.held.set(partial) {
+                self.refused.store(true, Ordering::SeqCst);
+                return Poll::Ready(Some(Err("the request bytes being read are at their bound".into())));
+            }
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use super::budget::{Budget, Held};
 use super::calls::{Admission, Calls, Reply};
 use super::grpc::{self, ReplyBody};
 use super::proxy::Upstream;
@@ -40,7 +41,8 @@ pub struct Server {
     pub max_admitted: usize,
     pub limits: Limits,
     pub calls: Calls,
-    pub upstream: Upstream, // the address and token; each connection forwards over its own `fresh` one
+    pub reading: Arc<Budget>, // request bytes of messages not yet whole, native or forwarded
+    pub upstream: Upstream,   // the address and token; each connection forwards over its own `fresh` one
     pub tls: Option<RwLock<Arc<ServerConfig>>>,
     pub stopping: watch::Sender<bool>,
     pub connections: AtomicUsize,
@@ -138,12 +140,24 @@ fn jittered(age: Duration) -> Duration {
 
 async fn handle(server: Arc<Server>, upstream: &Upstream, request: Request<Incoming>) -> Response<ReplyBody> {
     let Some(method) = native_method(&server, &request) else {
-        return upstream.forward(request, Bytes::new()).await;
+        return upstream.forward(request, Bytes::new(), &server.reading).await;
     };
     let deadline = grpc::timeout(request.headers()).and_then(|t| Instant::now().checked_add(t));
     let (parts, mut body) = request.into_parts();
-    match read_one_message(&mut body, server.limits.max_message_bytes).await {
+    let read = read_one_message(&mut body, server.limits.max_message_bytes, &server.reading);
+    let read = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), read)
+            .await
+            .unwrap_or(Read::Expired),
+        None => read.await,
+    };
+    match read {
         Read::One(message) => answer_natively(&server, method, message, deadline).await,
+        Read::Expired => grpc::status(grpc::DEADLINE_EXCEEDED, "Deadline Exceeded"), // never admitted: not counted
+        Read::NoRoom => {
+            server.calls.count(method, "RESOURCE_EXHAUSTED");
+            no_room(&server.names[method])
+        }
         Read::TooLarge(length) => grpc::status(
             grpc::RESOURCE_EXHAUSTED,
             &format!(
@@ -151,7 +165,11 @@ async fn handle(server: Arc<Server>, upstream: &Upstream, request: Request<Incom
                 server.limits.max_message_bytes
             ),
         ),
-        Read::Other(head) => upstream.forward(Request::from_parts(parts, body), head).await,
+        Read::Other(head) => {
+            upstream
+                .forward(Request::from_parts(parts, body), head, &server.reading)
+                .await
+        }
         Read::Broken => grpc::status(grpc::CANCELLED, "the request stream broke"),
     }
 }
@@ -171,12 +189,22 @@ enum Read {
     One(Bytes),      // exactly one uncompressed message: answered natively
     TooLarge(usize), // its declared length is over the limit
     Other(Bytes),    // anything else, with the bytes read so far: forwarded
+    NoRoom,          // the request bytes being read would pass `Server::reading`
+    Expired,         // the deadline passed before the message was whole
     Broken,
 }
 
-/// Read the body as long as it can be exactly one uncompressed message, never more than the limit (+ a chunk).
-async fn read_one_message(body: &mut Incoming, max_message_bytes: usize) -> Read {
+/// A call refused because the request bytes being read at once are at their bound (`Server::reading`).
+pub fn no_room(name: &str) -> Response<ReplyBody> {
+    let message = format!("{name}: the server is reading its limit of request bytes at once; retry later");
+    grpc::status(grpc::RESOURCE_EXHAUSTED, &message)
+}
+
+/// Read the body as long as it can be exactly one uncompressed message, never more than the limit (+ a chunk), and
+/// only while the request bytes read at once stay within `budget`.
+async fn read_one_message(body: &mut Incoming, max_message_bytes: usize, budget: &Arc<Budget>) -> Read {
     let mut read = BytesMut::new();
+    let mut held = Held::new(budget);
     let mut frame_end: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return Read::Broken };
@@ -191,6 +219,9 @@ async fn read_one_message(body: &mut Incoming, max_message_bytes: usize) -> Read
                 return Read::TooLarge(length);
             }
             frame_end = Some(5 + length);
+        }
+        if !held.set(read.len()) {
+            return Read::NoRoom;
         }
         if frame_end.is_some_and(|end| read.len() > end) {
             return Read::Other(read.freeze()); // more than one message
@@ -236,7 +267,9 @@ async fn answer_natively(
         Some(Ok(Reply::Status(code, message))) => grpc::status(code, &message),
         Some(Err(_)) => grpc::status(grpc::UNAVAILABLE, "the server stopped before answering"),
         None => {
-            server.calls.count(method, "DEADLINE_EXCEEDED");
+            if server.calls.abandon(id) {
+                server.calls.count(method, "DEADLINE_EXCEEDED"); // a call Python computes is counted by Python
+            }
             grpc::status(grpc::DEADLINE_EXCEEDED, "Deadline Exceeded")
         }
     }
