@@ -465,6 +465,14 @@ def test_garbage_connections_leave_the_front_serving(upstream):
             assert call(channel, PREDICT, b"fine") == b"native:0:fine"
 
 
+def test_a_connection_that_never_says_anything_is_closed(upstream):
+    with serving(upstream.port) as front:
+        with socket.create_connection(("127.0.0.1", front.port), timeout=3 * HANG_GUARD) as silent:
+            assert silent.recv(1) == b""  # closed by the front after 10 s (a hang raises socket.timeout)
+        with grpc.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+            assert call(channel, PREDICT, b"fine") == b"native:0:fine"
+
+
 def test_hosts_reuse_port_and_a_bind_failure(upstream):
     for host in ["localhost", "[::]", "0.0.0.0", "::1"]:
         with serving(upstream.port, host=host) as front, grpc.insecure_channel(f"localhost:{front.port}") as channel:

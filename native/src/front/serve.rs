@@ -27,6 +27,8 @@ use super::grpc::{self, ReplyBody};
 use super::proxy::Upstream;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a plaintext connection may stay silent before its first byte (HTTP/2's preface) before it is closed.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Limits {
     pub max_message_bytes: usize,
@@ -84,7 +86,13 @@ impl Drop for Live {
 async fn connection(live: Live, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = &live.0.tls else {
-        return serve(live.0.clone(), stream).await;
+        // A connection that never says anything costs a task and a descriptor until its max age: closed, as one
+        // that never finishes its TLS handshake is.
+        let mut first = [0u8; 1];
+        if matches!(tokio::time::timeout(PREFACE_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+            serve(live.0.clone(), stream).await;
+        }
+        return;
     };
     let config = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
     // A failed handshake (plaintext client, no client certificate under mTLS, ...) closes this connection only.
