@@ -29,6 +29,8 @@ use super::proxy::Upstream;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a plaintext connection may stay silent before its first byte (HTTP/2's preface) before it is closed.
 pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished connection waits for the client to close its side (`lingering_close`).
+const LINGER: Duration = Duration::from_secs(2);
 
 pub struct Limits {
     pub max_message_bytes: usize,
@@ -85,6 +87,41 @@ impl Drop for Live {
 
 async fn connection(live: Live, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    // A second descriptor of the socket, so that it outlives hyper's and the close can linger (`lingering_close`).
+    let Ok((stream, kept)) = stream.into_std().and_then(|s| {
+        let kept = s.try_clone()?;
+        Ok((TcpStream::from_std(s)?, kept))
+    }) else {
+        return;
+    };
+    speak(&live, stream).await;
+    lingering_close(kept).await;
+}
+
+/// After the last answer, the client's last frames (window updates, pings, its GOAWAY) may still be on the way:
+/// a socket closed with bytes unread sends RST, and an RST makes the client's kernel drop answers the client has
+/// not read yet (calls answered during a drain came back UNAVAILABLE "Connection reset by peer"). So: FIN, then
+/// read and discard until the client closes too, for at most LINGER.
+async fn lingering_close(kept: std::net::TcpStream) {
+    let Ok(kept) = TcpStream::from_std(kept) else {
+        return;
+    };
+    let _ = socket2::SockRef::from(&kept).shutdown(std::net::Shutdown::Write);
+    let mut unread = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = kept.readable().await.and_then(|_| match kept.try_read(&mut unread) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(1),
+            read => read,
+        }) {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn speak(live: &Live, stream: TcpStream) {
     let Some(tls) = &live.0.tls else {
         // A connection that never says anything costs a task and a descriptor until its max age: closed, as one
         // that never finishes its TLS handshake is.
