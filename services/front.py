@@ -10,8 +10,6 @@ coalescer does."""
 
 from __future__ import annotations
 
-import hmac
-import importlib
 import logging
 import secrets
 import threading
@@ -22,11 +20,11 @@ import grpc
 
 from dwcp_inference.api import inference_pb2 as pb
 
-from .decode import NATIVE_MODULE, Decoder
+from .decode import NATIVE_MODULE, Decoder, native_module
 from .metrics import Metrics
-from .security import CertificateFiles
+from .security import CertificateFiles, metadata_is
 from .servicers import COALESCED, InferenceServicer
-from .transport import Aborted, CallContext
+from .transport import Aborted, CallContext, run_alone
 
 log = logging.getLogger(__name__)
 CHOICES = ("auto", "native", "grpcio")
@@ -50,10 +48,7 @@ def choose(setting: str = "auto") -> Choice:
         raise ValueError(f"--front: expected one of {list(CHOICES)}, got {setting!r}")
     if setting == "grpcio":
         return Choice("grpcio", "chosen")
-    try:
-        module = importlib.import_module(NATIVE_MODULE)
-    except ImportError:
-        module = None
+    module = native_module()
     if module is not None and hasattr(module, "Front"):
         return Choice("native", "chosen" if setting == "native" else "auto: the extension is installed", module)
     why = f"the extension {NATIVE_MODULE} is not installed (pip install ./native needs cargo)" if module is None \
@@ -71,8 +66,7 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         self.token = token.encode()
 
     async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        given = dict(details.invocation_metadata or ()).get(TOKEN_HEADER, "")
-        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.token):
+        if metadata_is(details, TOKEN_HEADER, self.token):
             return await continuation(details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -165,7 +159,7 @@ class NativeFront:
                 if len(group) > 1 and method.many is not None:
                     results = method.many(requests, contexts)
                 else:
-                    results = [_alone(method.method, r, c) for r, c in zip(requests, contexts)]
+                    results = [run_alone(method.method, r, c) for r, c in zip(requests, contexts)]
             except BaseException as e:  # noqa: BLE001 - every caller is answered
                 results = [e] * len(group)
             for call_id, result in zip(ids, results):
@@ -204,10 +198,3 @@ class NativeFront:
                 self.front.set_tls(*self.tls.pems())
             except ValueError as e:
                 log.warning("the front refused the rotated TLS certificate, keeping the current one: %s", e)
-
-
-def _alone(method: Callable, request: Any, context: CallContext) -> Any:
-    try:
-        return method(request, context)
-    except BaseException as e:  # noqa: BLE001 - Aborted mostly: the call's status
-        return e

@@ -112,6 +112,12 @@ def _readable(data: bytes) -> Iterator[str]:
         yield f.name
 
 
+def metadata_is(details: grpc.HandlerCallDetails, key: str, expected: bytes) -> bool:
+    """Whether the call's metadata `key` is `expected`, compared in constant time (a secret: a token)."""
+    given = dict(details.invocation_metadata or ()).get(key, "")
+    return hmac.compare_digest(given.encode() if isinstance(given, str) else given, expected)
+
+
 class BearerToken(grpc.ServerInterceptor):
     """Refuses every call without `authorization: Bearer <token>` with UNAUTHENTICATED."""
 
@@ -120,7 +126,7 @@ class BearerToken(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         given = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+        if metadata_is(details, "authorization", self.expected):
             return continuation(details)
 
         def deny(request: Any, context: grpc.ServicerContext) -> None:

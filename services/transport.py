@@ -162,7 +162,7 @@ class Coalescer:
         self._count_expired([call for call in calls if call[2].cancelled()])
         try:
             if len(live) == 1:
-                results = [self._alone(*live[0][:2])]
+                results = [run_alone(self.method, *live[0][:2])]
             else:
                 results = self.many([c[0] for c in live], [c[1] for c in live]) if live else []
         except BaseException as e:  # noqa: BLE001 - every caller gets it rather than waiting forever
@@ -182,11 +182,6 @@ class Coalescer:
             if remaining is not None and remaining <= 0:
                 self.metrics.child(self.metrics.requests, self.name, grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
 
-    def _alone(self, request: Any, context: CallContext) -> Any:
-        try:
-            return self.method(request, context)
-        except BaseException as e:  # noqa: BLE001 - Aborted mostly: the call's status
-            return e
 
     def _answer(self, calls: list, live: list, results: list) -> None:
         """On the loop: each computed call's answer, and every taken call's place in the admission bound back."""
@@ -198,6 +193,14 @@ class Coalescer:
                     answer.set_result(result)
         for _ in calls:
             self.admission.leave()
+
+
+def run_alone(method: Callable, request: Any, context: CallContext) -> Any:
+    """`method(request, context)`'s answer, or the exception it raised (an Aborted mostly: the call's status)."""
+    try:
+        return method(request, context)
+    except BaseException as e:  # noqa: BLE001 - the caller answers it as the call's status
+        return e
 
 
 def threaded_handler(name: str, method: Callable, pool: concurrent.futures.Executor, admission: Admission,

@@ -45,7 +45,7 @@ def running(native):
 
 
 def test_auto_falls_back_to_grpcio_and_native_refuses_without_the_front(monkeypatch):
-    monkeypatch.setattr(front.importlib, "import_module", lambda name: types.ModuleType(name))  # an old build
+    monkeypatch.setattr(front, "native_module", lambda: types.ModuleType("dwcp_inference_native"))  # an old build
     choice = front.choose("auto")
     assert (choice.name, choice.reason) == ("grpcio", "auto: the installed dwcp_inference_native has no front "
                                                       "(reinstall ./native)")
