@@ -17,7 +17,7 @@ from typing import Any
 from dwcp_inference.commands.cli_common import (MODEL_HELP, ConfigError, add_tls_flags, explain, model_name,
                                                 open_channel, short_model_name)
 
-FORMATS = ["csv", "mahimahi", "payloads", "nab"]
+FORMATS = ["csv", "mahimahi", "payloads", "nab", "labelled"]
 EXTRAS = {  # command: (extra, modules it needs); checked before any work starts
     "train": ("train", ("torch", "sklearn", "skl2onnx", "onnx")),
     "tune": ("train", ("torch", "sklearn", "optuna")),
@@ -254,8 +254,8 @@ def _data_flags(p: argparse.ArgumentParser, data_help: str, required: bool = Fal
     p.add_argument("--data", type=Path, metavar="PATH", help=data_help, required=required)
     p.add_argument("--format", choices=FORMATS, default="csv",
                    help="format of --data: csv (docs/data.md), mahimahi traces (bandwidth), a payload corpus "
-                        "directory (compression), or NAB series with combined_windows.json (the detectors) "
-                        "(default %(default)s)")
+                        "directory (compression), NAB series with combined_windows.json or series labelled per row "
+                        "(timestamp,value,is_anomaly; the detectors) (default %(default)s)")
     p.add_argument("--interval-ms", type=int, default=1000, metavar="MS",
                    help="mahimahi: throughput interval in milliseconds (default %(default)s)")
 

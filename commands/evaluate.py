@@ -27,9 +27,9 @@ def evaluate(model: str, repository: Path, data: Path, fmt: str = "csv", *, vers
     repo = Repository(repository)
     repo.load_all()
     rt = repo.get(jobs.NAMES[model], version)
-    if model in ("reliability", "consensus") and fmt != "nab":
-        raise DataError(f"evaluate {model} reads --format nab (figures on generated data are in the training "
-                        "report, docs/default-models/report.md)")
+    if model in ("reliability", "consensus") and fmt not in jobs.SERIES_FORMATS:
+        raise DataError(f"evaluate {model} reads --format nab or labelled (figures on generated data are in the "
+                        "training report, docs/default-models/report.md)")
     columns, _ = jobs.load(model, data, fmt, interval_ms)
     result: dict[str, Any] = {"model": rt.name, "version": rt.version, "data": str(data), "format": fmt}
     if model in ("reliability", "consensus"):

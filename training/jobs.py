@@ -47,8 +47,9 @@ def generate(model: str, seed: int, size: str) -> dict[str, np.ndarray]:
     return make(seed=seed, **kwargs)
 
 
-FORMATS = {"bandwidth": ("csv", "mahimahi"), "compression": ("csv", "payloads"), "reliability": ("csv", "nab"),
-           "consensus": ("csv", "nab")}
+FORMATS = {"bandwidth": ("csv", "mahimahi"), "compression": ("csv", "payloads"),
+           "reliability": ("csv", "nab", "labelled"), "consensus": ("csv", "nab", "labelled")}
+SERIES_FORMATS = ("nab", "labelled")  # a metric series judged against its own history: training/nab.py
 
 
 def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> tuple[Any, dict[str, Any]]:
@@ -61,6 +62,8 @@ def load(model: str, data: Path, fmt: str = "csv", interval_ms: int = 1000) -> t
         return compression.corpus_rows(real.payload_files(data)), {}
     if fmt == "nab":
         return real.nab_series(data), {}
+    if fmt == "labelled":
+        return real.labelled_series(data), {}
     columns = load_csv(data, NAMES[model])
     if model == "consensus":
         columns = consensus.rows_to_windows(columns)
@@ -85,7 +88,7 @@ def run(model: str, out: Path, *, data: Path | None = None, fmt: str = "csv", in
         extra["checkpoint_dir"] = checkpoint_dir
     # quiet: the caller prints each held-out table once, after every job has finished.
     try:
-        if fmt == "nab":  # its own jobs: a series judged against its own history (training/nab.py)
+        if fmt in SERIES_FORMATS:  # its own jobs: a series judged against its own history (training/nab.py)
             sizes = {"epochs": 6} if size == "quick" and model == "consensus" else {}
             result = nab.JOBS[model](columns, Path(out), source=source, seed=seed, force=force, quiet=True,
                                      **{**sizes, **extra, **(params or {})})

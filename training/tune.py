@@ -27,7 +27,7 @@ def tune(model: str, *, trials: int, storage: str, study: str = "", data: Path |
          interval_ms: int = 1000, seed: int = 0, size: str = "full") -> dict[str, Any]:
     import optuna
 
-    if fmt == "nab":
+    if fmt in jobs.SERIES_FORMATS:
         raise DataError("tune: the NAB jobs have no validation split to judge trials on (a few labelled windows, "
                         "all needed for training or the held-out files); tune on csv or generated data")
     source = f"{fmt}:{Path(data).name}" if data is not None else f"generator:{model}:{size}"

@@ -42,6 +42,9 @@ SCHEMAS: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
         "network_tier": ("label", None, None), "dwcp_mode": ("label", None, None),
         "consensus_type": ("label", None, None), "is_anomaly": ("flag", 0, 1),
     },
+    # one metric series labelled per row (`--format labelled`, training/data/real.py labelled_series)
+    "labelled_series": {"timestamp": ("time", None, None), "value": ("number", None, None),
+                        "is_anomaly": ("flag", 0, 1)},
 }
 # Columns a file may leave out, with the value they take.
 OPTIONAL = {"link_id": "link-0", "cluster_id": "cluster-0"}

@@ -1,15 +1,19 @@
 """Loaders for the real data sets in ../shared/data (see its README): mahimahi cellular traces, labelled NAB
-server metrics, and a payload corpus. Each returns columns in the documented schema of the model it feeds."""
+server metrics, and a payload corpus; and metric series labelled per row (an operator's own, or public sets such as
+the AIOps Challenge KPIs), made into NAB series. Each returns columns in the documented schema of the model it
+feeds."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .csv_schema import DataError
+from .csv_schema import DataError, load_csv
 
 PACKET_BITS = 1500 * 8
 TRACE_START = np.datetime64("2026-01-05T00:00:00")  # traces have no wall-clock time; this anchors them
@@ -110,6 +114,87 @@ def _check_spacing(f: Path, ts: np.ndarray) -> None:
         median = np.median(gaps.astype(np.int64)) / 60
         raise DataError(f"{f}: rows {median:g} minutes apart (median), {regular:.0%} of them "
                         "5 minutes apart; the NAB detectors are built for 5-minute intervals (resample the series)")
+
+
+STEP_SECONDS = 300  # labelled series are resampled to the detectors' 5-minute intervals
+FILL_GAP = 3  # at most this many missing intervals in a row are filled by linear interpolation (not anomalous)
+MIN_STRETCH = 7 * 288  # a stretch between longer gaps is kept when it has at least a week of intervals
+WINDOW_SHARE = 0.10  # NAB's labelling: a file's windows take 10% of its rows, shared evenly by its anomalies
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def labelled_series(path: Path, note: Callable[[str], None] = _to_stderr) -> list[NabSeries]:
+    """Metric series labelled per row (CSVs `timestamp,value,is_anomaly` under `path`, or one file) as NAB series,
+    by one fixed rule: resampled to 5 minutes (the mean of an interval's rows; an interval is anomalous when any
+    of its rows is), gaps of at most FILL_GAP intervals filled by linear interpolation, a longer gap cutting the
+    series into stretches (`NAME part K`; a stretch shorter than MIN_STRETCH is dropped, with a line to `note`),
+    and each run of anomalous intervals given NAB's window (labelled_windows)."""
+    path = Path(path)
+    root = path if path.is_dir() else path.parent
+    out = []
+    for f in _files(path, "**/*.csv"):
+        key = f.relative_to(root).as_posix()
+        columns = load_csv(f, "labelled_series")
+        out.extend(_stretches(key, columns, note))
+    if not out:
+        raise DataError(f"{path}: no stretch of {MIN_STRETCH} five-minute intervals (a week) without a gap of more "
+                        f"than {FILL_GAP} intervals in any file")
+    return out
+
+
+def _stretches(key: str, columns: dict[str, np.ndarray], note: Callable[[str], None]) -> list[NabSeries]:
+    t = columns["timestamp"].astype("datetime64[s]").astype(np.int64)
+    order = np.argsort(t, kind="stable")
+    t, value, label = t[order], columns["value"][order], columns["is_anomaly"][order]
+    first = np.concatenate([[True], np.diff(t) > 0])  # a repeated time keeps its first row
+    if not first.all():
+        note(f"{key}: {int((~first).sum())} row(s) repeat an earlier row's time; the first of each is kept")
+    buckets, inverse = np.unique(t[first] // STEP_SECONDS, return_inverse=True)
+    mean = np.bincount(inverse, value[first]) / np.bincount(inverse)
+    anomalous = np.bincount(inverse, label[first]) > 0
+    parts = np.split(np.arange(len(buckets)), np.flatnonzero(np.diff(buckets) > FILL_GAP + 1) + 1)
+    kept = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 >= MIN_STRETCH]
+    if len(kept) < len(parts):
+        short = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 < MIN_STRETCH]
+        note(f"{key}: {len(short)} stretch(es) between gaps of more than {FILL_GAP} intervals are shorter than a "
+             f"week and not used ({sum(int(np.sum(inverse == i)) for p in short for i in p)} rows)")
+    out = []
+    for k, p in enumerate(kept, 1):
+        b = buckets[p]
+        grid = np.arange(b[0], b[-1] + 1)
+        flags = np.zeros(len(grid), dtype=bool)
+        flags[b - b[0]] = anomalous[p]
+        ts = (grid * STEP_SECONDS).astype("datetime64[s]")
+        spans = labelled_windows(flags)
+        in_window = np.zeros(len(grid), dtype=bool)
+        for a, z in spans:
+            in_window[a:z + 1] = True
+        out.append(NabSeries(key if len(kept) == 1 else f"{key} part {k}", ts, np.interp(grid, b, mean[p]),
+                             in_window, [(ts[a], ts[z]) for a, z in spans]))
+    return out
+
+
+def labelled_windows(flags: np.ndarray) -> list[tuple[int, int]]:
+    """NAB's windows around labelled rows (numenta/NAB's labeler): each run of flagged rows is an anomaly; a
+    window of floor(WINDOW_SHARE * rows / anomalies) rows is centred on its middle row, widened to hold the whole
+    run, clipped to the file; windows that overlap or touch merge. First and last row of each."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    runs = list(zip(edges[0::2], edges[1::2] - 1))
+    if not runs:
+        return []
+    half = int(WINDOW_SHARE * len(flags) / len(runs)) // 2
+    merged: list[list[int]] = []
+    for s, e in runs:
+        m = (s + e) // 2
+        a, z = max(min(m - half, s), 0), min(max(m + half, e), len(flags) - 1)
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], z)
+        else:
+            merged.append([a, z])
+    return [(int(a), int(z)) for a, z in merged]
 
 
 def payload_files(path: Path) -> list[tuple[str, bytes]]:
