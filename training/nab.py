@@ -4,8 +4,8 @@ A NAB series is one metric of one machine (CPU percent, bytes in, request counts
 both detectors judge the current value against the series' own previous day (HISTORY intervals of 5 minutes),
 through the feature layer's relative transforms; the caller sends the series as NodeMetrics/ConsensusSample
 `custom["value"]` with that history. Both read history_onset_z at two window lengths (the previous day and the
-previous six hours): the reliability detector scores them with an IsolationForest, the consensus detector with
-an LSTM autoencoder (a sequence of one step).
+previous six hours) and the day's z-scores of the value and of its last step: the reliability detector scores
+them with an IsolationForest, the consensus detector with an LSTM autoencoder (a sequence of one step).
 
 Split by file: the files at odd positions in name order are validation files, the others train; training never
 sees a validation series, and `evaluate --all` judges a version on files it has never seen. Scoring is per
@@ -43,11 +43,15 @@ SIX_HOURS = 72
 # that shifted an hour ago no longer does (the rolling z-score keeps flagging it until the day forgets it).
 ONSET_FEATURES = [Feature("value_onset_day", FIELD, "history_onset_z"),
                   Feature("value_onset_6h", FIELD, "history_onset_z", context=SIX_HOURS)]
-RELIABILITY_FEATURES = ONSET_FEATURES
+# Beside them, the rolling z-score's own number and the last step's, in units of the day's steps: a deviation that
+# lasts (a level shift, a slow climb) and a sudden jump still score after the onset features have gone quiet.
+LEVEL_FEATURES = [Feature("value_z_day", FIELD, "history_z"), Feature("value_step_z_day", FIELD, "history_diff_z")]
+RELIABILITY_FEATURES = ONSET_FEATURES + LEVEL_FEATURES
 # The consensus detector keeps its window of a day and an hour (HISTORY + HOUR samples), as callers send it; its
-# day is the last HISTORY earlier values, so both detectors compute the same numbers.
+# onset features' day is the last HISTORY earlier values, so both detectors compute the same numbers there (its
+# LEVEL_FEATURES read all HISTORY + HOUR - 1 earlier values).
 CONSENSUS_FEATURES = [Feature("value_onset_day", FIELD, "history_onset_z", context=HISTORY),
-                      Feature("value_onset_6h", FIELD, "history_onset_z", context=SIX_HOURS)]
+                      Feature("value_onset_6h", FIELD, "history_onset_z", context=SIX_HOURS), *LEVEL_FEATURES]
 COLUMNS = ["window_recall", "windows_found", "false_alarms_per_day", "precision", "nab_score"]
 
 
