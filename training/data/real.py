@@ -153,14 +153,15 @@ def _stretches(key: str, columns: dict[str, np.ndarray], note: Callable[[str], N
     if not first.all():
         note(f"{key}: {int((~first).sum())} row(s) repeat an earlier row's time; the first of each is kept")
     buckets, inverse = np.unique(t[first] // STEP_SECONDS, return_inverse=True)
-    mean = np.bincount(inverse, value[first]) / np.bincount(inverse)
+    rows = np.bincount(inverse)
+    mean = np.bincount(inverse, value[first]) / rows
     anomalous = np.bincount(inverse, label[first]) > 0
     parts = np.split(np.arange(len(buckets)), np.flatnonzero(np.diff(buckets) > FILL_GAP + 1) + 1)
     kept = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 >= MIN_STRETCH]
     if len(kept) < len(parts):
         short = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 < MIN_STRETCH]
         note(f"{key}: {len(short)} stretch(es) between gaps of more than {FILL_GAP} intervals are shorter than a "
-             f"week and not used ({sum(int(np.sum(inverse == i)) for p in short for i in p)} rows)")
+             f"week and not used ({sum(int(rows[p].sum()) for p in short)} rows)")
     out = []
     for k, p in enumerate(kept, 1):
         b = buckets[p]
