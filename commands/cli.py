@@ -441,10 +441,15 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from dwcp_inference.training import jobs, tune
+    from dwcp_inference.training.data.csv_schema import DataError
 
     size = "quick" if args.quick else "full"
-    result = tune.tune(args.model, trials=args.trials, storage=args.storage, study=args.study, data=args.data,
-                       fmt=args.format, interval_ms=args.interval_ms, seed=args.seed, size=size)
+    try:
+        result = tune.tune(args.model, trials=args.trials, storage=args.storage, study=args.study, data=args.data,
+                           fmt=args.format, interval_ms=args.interval_ms, seed=args.seed, size=size)
+    except DataError as e:
+        print(f"refusing to tune: {e}", file=sys.stderr)
+        return 2
     if args.publish:
         jobs.run(args.model, args.publish, data=args.data, fmt=args.format, interval_ms=args.interval_ms,
                  seed=args.seed, size=size, params=result["best_params"])

@@ -146,11 +146,11 @@ def _nab(rt: Any, series: list, every_file: bool = False) -> dict[str, Any]:
     if not test:
         raise DataError(f"none of the version's held-out files is in the data: {sorted(held)} (--all judges "
                         "every file of the data)")
-    trained = set(rt.meta.training.get("files") or [])
-    seen = sorted(s.name for s in test if s.name in trained)
+    trained = {nab.file_of(name) for name in rt.meta.training.get("files") or []}
+    seen = sorted({nab.file_of(s.name) for s in test if nab.file_of(s.name) in trained})
     if seen:
-        raise DataError(f"{len(seen)} file(s) of the data were used in training {rt.name} v{rt.version}, so they "
-                        f"are not held out: {seen[:3]}")
+        raise DataError(f"{len(seen)} file(s) of the data (matched by their path under --data) were used in "
+                        f"training {rt.name} v{rt.version}, so they are not held out: {seen[:3]}")
     nab.check_lengths(test)
     if rt.name == "reliability_detector":
         decide, flagged = decisions.anomaly, attrgetter("is_anomaly")

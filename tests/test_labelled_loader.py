@@ -69,33 +69,78 @@ def test_one_minute_rows_resampled_short_gaps_filled_long_gaps_cut(tmp_path):
     assert f.exists()
 
 
-def test_stretches_become_parts_times_may_be_iso_and_repeats_keep_the_first(tmp_path):
+def test_stretches_become_parts_times_may_be_iso_and_a_repeated_time_counts_like_any_row(tmp_path):
     intervals = np.concatenate([np.arange(WEEK), WEEK + 10 + np.arange(WEEK)])  # two weeks, a 10-interval cut
     minutes = intervals * 5
     value = np.where(intervals < WEEK, 1.0, 2.0)
-    minutes, value = np.append(minutes, minutes[5]), np.append(value, 99.0)  # a repeated time, last: dropped
     label = np.zeros(len(minutes), dtype=bool)
+    # a second row at interval 5's time, marked: it is averaged in and its mark kept (was: dropped, mark and all)
+    minutes, value, label = np.append(minutes, minutes[5]), np.append(value, 99.0), np.append(label, True)
     _write(tmp_path / "iso.csv", minutes, value, label, iso=True)
     notes: list[str] = []
     parts = real.labelled_series(tmp_path / "iso.csv", note=notes.append)
     assert [p.name for p in parts] == ["iso.csv part 1", "iso.csv part 2"]
     assert [len(p.value) for p in parts] == [WEEK, WEEK]
-    assert np.all(parts[0].value == 1.0) and np.all(parts[1].value == 2.0)
-    assert parts[0].windows == [] and not parts[0].in_window.any()
-    assert notes == ["iso.csv: 1 row(s) repeat an earlier row's time; the first of each is kept"]
+    assert parts[0].value[5] == 50.0 and np.all(np.delete(parts[0].value, 5) == 1.0) and np.all(parts[1].value == 2.0)
+    assert parts[0].in_window[5] and len(parts[0].windows) == 1 and parts[1].windows == []
+    assert notes == []
+
+
+def test_a_files_parts_stay_on_one_side_of_the_training_split(tmp_path):
+    from dwcp_inference.training import nab
+
+    intervals = np.concatenate([np.arange(WEEK), WEEK + 10 + np.arange(WEEK), 2 * WEEK + 20 + np.arange(WEEK)])
+    for name in ("a.csv", "b.csv"):
+        _write(tmp_path / name, intervals * 5, np.sin(intervals / 10.0), np.zeros(len(intervals)))
+    series = real.labelled_series(tmp_path)
+    train, held = nab.split_files(series)
+    assert [s.name for s in train] == ["a.csv part 1", "a.csv part 2", "a.csv part 3"]
+    assert [s.name for s in held] == ["b.csv part 1", "b.csv part 2", "b.csv part 3"]  # was: parts on both sides
+
+
+def test_the_threshold_that_flags_nothing_flags_nothing_when_served_in_float32():
+    from dwcp_inference.training import nab
+
+    scores = [np.array([0.1, 0.2, 0.31381636706925026])]
+    n = nab.START + 3  # three judged intervals
+    s = real.NabSeries("a", (np.arange(n) * 300).astype("datetime64[s]"), np.zeros(n), np.zeros(n, bool), [])
+    t = nab.pick_threshold([s], scores, max_false_alarms=-1.0)  # no threshold meets it: flag nothing
+    assert float(np.float32(scores[0].max())) < t  # was max + 1e-9: the served float32 score reached it
 
 
 def test_bad_files_are_refused_naming_the_file(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,value\n1500000000,1\n")
-    with pytest.raises(DataError, match=r"bad\.csv: missing columns \['is_anomaly'\]"):
+    with pytest.raises(DataError, match=r"bad\.csv: missing columns \['is_anomaly'\].*the header has "
+                                        r"\['timestamp', 'value'\]"):
         real.labelled_series(bad)
     bad.write_text("timestamp,value,is_anomaly\n1500000000,1,0\n1500000300,2,2\n")
     with pytest.raises(DataError, match=r"bad\.csv: row 3, column is_anomaly: 2 is outside \[0, 1\]"):
         real.labelled_series(bad)
+    bad.write_text("timestamp,value,is_anomaly\n1500000000,1,0\n1500000300,2,0.5\n")  # was: read as 0
+    with pytest.raises(DataError, match=r"bad\.csv: row 3, column is_anomaly: 0.5 is not 0 or 1"):
+        real.labelled_series(bad)
+    bad.write_text("timestamp,value,is_anomaly\n1500000000,1,0\n,2,0\n")  # was: NaT, and a real row lost
+    with pytest.raises(DataError, match=r"bad\.csv: row 3, column timestamp: '' is not a time"):
+        real.labelled_series(bad)
+    with pytest.raises(DataError, match=r"missing\.csv: no such file or folder"):
+        real.labelled_series(tmp_path / "missing.csv")
     short = _write(tmp_path / "short" / "s.csv", np.arange(3 * 1440), np.arange(3 * 1440.0), np.zeros(3 * 1440))
-    with pytest.raises(DataError, match=r"no stretch of 2016 five-minute intervals \(a week\)"):
+    _write(tmp_path / "short" / "t.csv", np.arange(8 * 1440), np.arange(8 * 1440.0), np.zeros(8 * 1440))
+    with pytest.raises(DataError, match=r"s\.csv: no stretch of 2016 five-minute intervals \(a week\) .*\(the "
+                                        r"longest has 864\)"):  # was: left out with a line, beside t.csv
         real.labelled_series(short.parent, note=lambda _: None)
+    hours = np.arange(60 * 24)
+    _write(tmp_path / "hourly" / "h.csv", hours * 60, hours * 1.0, np.zeros(len(hours)))
+    with pytest.raises(DataError, match=r"h\.csv: rows 60 minutes apart \(median\); the detectors judge 5-minute"):
+        real.labelled_series(tmp_path / "hourly")
+
+
+def test_a_spreadsheets_header_is_read(tmp_path):
+    rows = "".join(f"{1500000000 + 300 * i}, {i % 7}, 0\n" for i in range(WEEK))
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftimestamp, value, is_anomaly\n" + rows.encode())
+    [s] = real.labelled_series(tmp_path / "bom.csv")  # was: "missing columns ['timestamp']"
+    assert len(s.value) == WEEK and s.value[3] == 3.0
 
 
 def _series(path: Path, seed: int, spikes: list[int]) -> None:
@@ -132,3 +177,11 @@ def test_train_and_evaluate_all_read_labelled_series_through_the_cli(tmp_path):
     seen = _cli("evaluate", "reliability", "--repository", str(repo), "--data", str(tmp_path / "train"),
                 "--format", "labelled", "--all")
     assert seen.returncode == 2 and "m0.csv" in seen.stderr  # a file it was trained on is refused by name
+
+    for k in range(2):  # every row marked: nothing to learn normal from (was: a traceback from the forest)
+        i = np.arange(9 * 288)
+        _write(tmp_path / "marked" / f"x{k}.csv", i * 5, np.sin(i / 10.0) + k, np.ones(len(i)))
+    marked = _cli("train", "reliability", "--format", "labelled", "--data", str(tmp_path / "marked"), "--out",
+                  str(tmp_path / "r2"), "--force")
+    assert marked.returncode == 2 and "x0.csv: no judged interval whose last hour is outside every labelled window" \
+        in marked.stderr and "Traceback" not in marked.stderr

@@ -105,7 +105,7 @@ def test_one_file_or_a_bad_timestamp_is_one_line_not_a_traceback(tmp_path):
     single = _dataset(tmp_path / "one", {"a.csv": {"rows": 600}})
     out = _cli("train", "consensus", "--format", "nab", "--data", str(single), "--out", str(tmp_path / "r"))
     assert out.returncode == 2
-    assert "series/a.csv: the only file; training needs at least two NAB files" in _one_line(out.stderr)
+    assert "series/a.csv: the only file; training needs at least two files" in _one_line(out.stderr)
 
     bad = _dataset(tmp_path / "bad", {"a.csv": {"rows": 600}, "b.csv": {"rows": 600}})
     text = (bad / "series" / "b.csv").read_text().replace("2014-02-14 01:00:00", "14/02/2014 01:00", 1)

@@ -67,16 +67,23 @@ def check_lengths(series: list[NabSeries]) -> None:
 def training_split(series: list[NabSeries]) -> tuple[list[NabSeries], list[NabSeries]]:
     """split_files, once the files are known to be long enough and at least two (one trains, one validates)."""
     check_lengths(series)
-    if len(series) < 2:
-        raise DataError(f"{series[0].name}: the only file; training needs at least two NAB files (every second in "
-                        "name order validates)")
+    if len({file_of(s.name) for s in series}) < 2:
+        raise DataError(f"{file_of(series[0].name)}: the only file; training needs at least two files (every "
+                        "second in name order validates)")
     return split_files(series)
 
 
+def file_of(name: str) -> str:
+    """The file a series (by its name) came from: a labelled file cut by long gaps gives `NAME part K`."""
+    return name.split(" part ")[0]
+
+
 def split_files(series: list[NabSeries]) -> tuple[list[NabSeries], list[NabSeries]]:
-    """(training, held-out): held out are the files at odd positions in name order."""
+    """(training, held-out): held out are the files at odd positions in name order, with every part of them."""
+    files = sorted({file_of(s.name) for s in series})
+    held = set(files[1::2])
     ordered = sorted(series, key=lambda s: s.name)
-    return ordered[0::2], ordered[1::2]
+    return [s for s in ordered if file_of(s.name) not in held], [s for s in ordered if file_of(s.name) in held]
 
 
 def windows_of(s: NabSeries, length: int) -> np.ndarray:
@@ -255,9 +262,10 @@ def spans_of(s: NabSeries) -> list[tuple[int, int]]:
 
 
 def pick_threshold(series: list[NabSeries], scores: list[np.ndarray], max_false_alarms: float) -> float:
-    """The lowest threshold (most windows found) whose false alarms per day on `series` stay within the budget."""
+    """The lowest threshold (most windows found) whose false alarms per day on `series` stay within the budget;
+    above every score when none does, by more than the float32 rounding of the served model's scores."""
     pooled = np.concatenate(scores)
-    best = float(pooled.max()) + 1e-9
+    best = float(pooled.max()) + 1e-5 * max(1.0, abs(float(pooled.max())))
     for t in np.quantile(pooled, np.linspace(0.999, 0.8, 120)):
         if score(series, [s >= t for s in scores])["false_alarms_per_day"] > max_false_alarms:
             break
@@ -360,6 +368,14 @@ def _normal(s: NabSeries) -> np.ndarray:
     return sliding_window_view(_ids(s) < 0, HOUR).all(axis=1)[START - HOUR + 1:]
 
 
+def _check_normal(train: list[NabSeries], count: int) -> None:
+    """Refuse training files with no interval outside their windows: nothing to learn normal from."""
+    if not count:
+        files = ", ".join(sorted({file_of(s.name) for s in train}))
+        raise DataError(f"{files}: no judged interval whose last hour is outside every labelled window, so nothing "
+                        "to learn normal from (are all rows labelled?)")
+
+
 def _provenance(series: list[NabSeries], source: str, seed: int) -> dict[str, Any]:
     from .common import provenance
 
@@ -386,6 +402,7 @@ def train_reliability(series: list[NabSeries], out: Path, *, source: str, seed: 
 
     x_train, x_test = features(train), features(test)
     normal = np.concatenate([x[_normal(s)] for s, x in zip(train, x_train)])
+    _check_normal(train, len(normal))
     est = IsolationForest(n_estimators=trees, random_state=seed).fit(normal)
 
     def scores(xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -403,8 +420,8 @@ def train_reliability(series: list[NabSeries], out: Path, *, source: str, seed: 
         opset=onnx_export.OPSET, inputs=[], outputs=[], raw_fields=RAW_FIELDS, features=RELIABILITY_FEATURES,
         window=HISTORY + 1, targets=[],
         decision={"algorithm": "isolation_forest", "score_output": "scores", "score_column": 0, "score_sign": -1.0,
-                  "threshold": threshold, "critical_threshold": float(np.quantile(np.concatenate(scores(x_train)),
-                                                                                  0.9995)),
+                  "threshold": threshold,
+                  "critical_threshold": max(threshold, float(np.quantile(np.concatenate(scores(x_train)), 0.9995))),
                   "normal": {f.name: [float(m), float(s)] for f, m, s in zip(RELIABILITY_FEATURES, mean, std)},
                   "rule": f"the current value of {FIELD} against the node's previous {HISTORY} intervals "
                           f"(send them as history); anomalous when the score >= threshold"},
@@ -438,6 +455,7 @@ def train_consensus(series: list[NabSeries], out: Path, *, source: str, seed: in
     train, test = training_split(series)
     raw_train = [windows_of(s, HISTORY + HOUR) for s in train]
     normal_raw = np.concatenate([w[_normal(s)] for s, w in zip(train, raw_train)])
+    _check_normal(train, len(normal_raw))
     features = fit_scaling(CONSENSUS_FEATURES, {FIELD: normal_raw})
 
     def inputs(ws: list[np.ndarray]) -> list[torch.Tensor]:

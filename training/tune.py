@@ -28,8 +28,9 @@ def tune(model: str, *, trials: int, storage: str, study: str = "", data: Path |
     import optuna
 
     if fmt in jobs.SERIES_FORMATS:
-        raise DataError("tune: the NAB jobs have no validation split to judge trials on (a few labelled windows, "
-                        "all needed for training or the held-out files); tune on csv or generated data")
+        raise DataError("tune: the detectors' series jobs (--format nab, labelled) have no validation split to judge "
+                        "trials on (a few labelled windows, all needed for training or the held-out files); tune on "
+                        "csv or generated data")
     source = f"{fmt}:{Path(data).name}" if data is not None else f"generator:{model}:{size}"
     started = time.monotonic()
     log(f"[tune {model}] preparing data from {source}")

@@ -7,6 +7,7 @@ that is not a number, NaN or infinity, a value outside its range, a column that 
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +55,20 @@ def load_csv(path: Path, model: str) -> dict[str, np.ndarray]:
     """Columns of a CSV in `model`'s schema, validated. Extra columns are kept as strings."""
     schema = SCHEMAS[model]
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in schema if c not in header and c not in OPTIONAL]
-        if missing:
-            raise DataError(f"{path}: missing columns {missing}; the {model} schema needs {list(schema)}")
-        rows = list(reader)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark; skipinitialspace: "a, b" names a and b
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in schema if c not in header and c not in OPTIONAL]
+            if missing:
+                raise DataError(f"{path}: missing columns {missing}; the {model} schema needs {list(schema)} "
+                                f"(the header has {header})")
+            rows = list(reader)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not rows:
         raise DataError(f"{path}: no data rows")
     out: dict[str, np.ndarray] = {}
@@ -85,12 +93,19 @@ def _column(path: Path, col: str, values: list[str], kind: str, lo: float | None
         return np.array(values, dtype=str)
     if kind == "time":
         try:
-            return np.array([np.datetime64(int(float(v)), "s") if _is_number(v) else np.datetime64(v, "s")
-                             for v in values])
+            with warnings.catch_warnings():  # numpy converts a zone (Z, +02:00) to UTC, with a warning per call
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                times = np.array([np.datetime64(int(float(v)), "s") if _is_number(v) else np.datetime64(v, "s")
+                                  for v in values])
         except ValueError:
-            bad = next(i for i, v in enumerate(values) if not _is_time(v))
+            times = None
+        bad = next((i for i, v in enumerate(values) if not _is_time(v)), None) if times is None else \
+            next((int(i) for i in np.flatnonzero(np.isnat(times))), None)  # "" and "NaT" parse to NaT
+        if bad is not None:
             raise DataError(f"{path}: row {bad + 2}, column {col}: {values[bad]!r} is not a time "
-                            "(ISO 8601 or epoch seconds)") from None
+                            "(ISO 8601 or epoch seconds)")
+        return times
     arr = np.empty(len(values))
     for i, v in enumerate(values):
         try:
@@ -101,6 +116,8 @@ def _column(path: Path, col: str, values: list[str], kind: str, lo: float | None
             raise DataError(f"{path}: row {i + 2}, column {col}: {v} is not finite")
         if (lo is not None and arr[i] < lo) or (hi is not None and arr[i] > hi):
             raise DataError(f"{path}: row {i + 2}, column {col}: {v} is outside [{lo}, {hi}]")
+        if kind == "flag" and arr[i] not in (0, 1):
+            raise DataError(f"{path}: row {i + 2}, column {col}: {v} is not 0 or 1")
     return arr.astype(int) if kind == "flag" else arr
 
 

@@ -21,6 +21,8 @@ TRACE_START = np.datetime64("2026-01-05T00:00:00")  # traces have no wall-clock 
 
 def _files(path: Path, pattern: str) -> list[Path]:
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
     files = sorted(p for p in path.glob(pattern) if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path}: no {pattern} files")
@@ -131,33 +133,33 @@ def labelled_series(path: Path, note: Callable[[str], None] = _to_stderr) -> lis
     by one fixed rule: resampled to 5 minutes (the mean of an interval's rows; an interval is anomalous when any
     of its rows is), gaps of at most FILL_GAP intervals filled by linear interpolation, a longer gap cutting the
     series into stretches (`NAME part K`; a stretch shorter than MIN_STRETCH is dropped, with a line to `note`),
-    and each run of anomalous intervals given NAB's window (labelled_windows)."""
+    and each run of anomalous intervals given NAB's window (labelled_windows). Refused, naming the file: rows
+    further apart than 5 minutes (slower data is not made up into intervals), a file with no usable stretch."""
     path = Path(path)
     root = path if path.is_dir() else path.parent
     out = []
     for f in _files(path, "**/*.csv"):
         key = f.relative_to(root).as_posix()
-        columns = load_csv(f, "labelled_series")
-        out.extend(_stretches(key, columns, note))
-    if not out:
-        raise DataError(f"{path}: no stretch of {MIN_STRETCH} five-minute intervals (a week) without a gap of more "
-                        f"than {FILL_GAP} intervals in any file")
+        out.extend(_stretches(key, load_csv(f, "labelled_series"), note))
     return out
 
 
 def _stretches(key: str, columns: dict[str, np.ndarray], note: Callable[[str], None]) -> list[NabSeries]:
     t = columns["timestamp"].astype("datetime64[s]").astype(np.int64)
-    order = np.argsort(t, kind="stable")
-    t, value, label = t[order], columns["value"][order], columns["is_anomaly"][order]
-    first = np.concatenate([[True], np.diff(t) > 0])  # a repeated time keeps its first row
-    if not first.all():
-        note(f"{key}: {int((~first).sum())} row(s) repeat an earlier row's time; the first of each is kept")
-    buckets, inverse = np.unique(t[first] // STEP_SECONDS, return_inverse=True)
+    spacing = float(np.median(np.diff(np.unique(t)))) if len(np.unique(t)) > 1 else 0.0
+    if spacing > STEP_SECONDS:
+        raise DataError(f"{key}: rows {spacing / 60:g} minutes apart (median); the detectors judge 5-minute "
+                        "intervals, made from rows at most that far apart (times are ISO 8601 or epoch seconds)")
+    buckets, inverse = np.unique(t // STEP_SECONDS, return_inverse=True)
     rows = np.bincount(inverse)
-    mean = np.bincount(inverse, value[first]) / rows
-    anomalous = np.bincount(inverse, label[first]) > 0
+    mean = np.bincount(inverse, columns["value"]) / rows
+    anomalous = np.bincount(inverse, columns["is_anomaly"]) > 0
     parts = np.split(np.arange(len(buckets)), np.flatnonzero(np.diff(buckets) > FILL_GAP + 1) + 1)
     kept = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 >= MIN_STRETCH]
+    if not kept:
+        longest = max(buckets[p[-1]] - buckets[p[0]] + 1 for p in parts)
+        raise DataError(f"{key}: no stretch of {MIN_STRETCH} five-minute intervals (a week) without a gap of more "
+                        f"than {FILL_GAP} intervals (the longest has {longest})")
     if len(kept) < len(parts):
         short = [p for p in parts if buckets[p[-1]] - buckets[p[0]] + 1 < MIN_STRETCH]
         note(f"{key}: {len(short)} stretch(es) between gaps of more than {FILL_GAP} intervals are shorter than a "
