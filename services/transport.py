@@ -182,7 +182,6 @@ class Coalescer:
             if remaining is not None and remaining <= 0:
                 self.metrics.child(self.metrics.requests, self.name, grpc.StatusCode.DEADLINE_EXCEEDED.name).inc()
 
-
     def _answer(self, calls: list, live: list, results: list) -> None:
         """On the loop: each computed call's answer, and every taken call's place in the admission bound back."""
         for (_, _, answer), result in zip(live, results):

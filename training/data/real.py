@@ -146,7 +146,8 @@ def labelled_series(path: Path, note: Callable[[str], None] = _to_stderr) -> lis
 
 def _stretches(key: str, columns: dict[str, np.ndarray], note: Callable[[str], None]) -> list[NabSeries]:
     t = columns["timestamp"].astype("datetime64[s]").astype(np.int64)
-    spacing = float(np.median(np.diff(np.unique(t)))) if len(np.unique(t)) > 1 else 0.0
+    times = np.unique(t)
+    spacing = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     if spacing > STEP_SECONDS:
         raise DataError(f"{key}: rows {spacing / 60:g} minutes apart (median); the detectors judge 5-minute "
                         "intervals, made from rows at most that far apart (times are ISO 8601 or epoch seconds)")
